@@ -1,0 +1,158 @@
+"""Typed configuration, loaded from one ``shoplens.toml``.
+
+Every section is a pydantic model with ``extra="forbid"``: a misspelt key is an error
+that names the key and lists the allowed ones. Paths in the file are relative to the
+file's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shoplens.errors import ConfigError
+from shoplens.schema import INGEST_ORDER
+
+CONFIG_NAME = "shoplens.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    """One input: a file (CSV, Parquet, JSON Lines) or a database table/query via SQLAlchemy."""
+
+    table: str
+    path: str | None = None
+    url: str | None = None  # SQLAlchemy URL, e.g. sqlite:///shop.db
+    query: str | None = None  # with url: SELECT ... ; default SELECT * FROM <table>
+    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    encoding: str = "auto"  # auto | utf-8 | gbk | gb18030 | ...
+    delimiter: str = ","
+    columns: dict[str, str] = Field(default_factory=dict)  # canonical name -> source column
+    timestamp_formats: list[str] = Field(default_factory=list)  # strptime formats, or "epoch"
+    timezone: str | None = None  # zone of naive timestamps in this source; default [defaults]
+    currency: str | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _known_table(cls, v: str) -> str:
+        if v not in INGEST_ORDER:
+            raise ValueError(f"expected one of {', '.join(INGEST_ORDER)}, found '{v}'")
+        return v
+
+    def model_post_init(self, __context: Any) -> None:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of 'path' (a file) or 'url' (a database)")
+
+    @property
+    def label(self) -> str:
+        return self.path or f"{self.url} ({self.query or self.table})"
+
+
+class PrivacyConfig(_Strict):
+    """De-identification at ingest."""
+
+    key_env: str = "SHOPLENS_SECRET_KEY"
+    key_file: str = ".shoplens/secret.key"
+    pii: dict[str, Literal["encrypt", "drop"]] = Field(default_factory=dict)
+    raw_text: Literal["encrypt", "drop"] = "encrypt"
+
+    @field_validator("pii")
+    @classmethod
+    def _known_pii(cls, v: dict[str, str]) -> dict[str, str]:
+        allowed = {"name", "phone", "email", "address", "id_number"}
+        for key in v:
+            if key not in allowed:
+                raise ValueError(f"unknown PII column '{key}': expected one of {sorted(allowed)}")
+        return v
+
+    def action(self, column: str) -> str:
+        return self.pii.get(column, "encrypt")
+
+
+class StoreConfig(_Strict):
+    path: str = "shoplens.duckdb"
+    keep_snapshots: int = Field(default=3, ge=1)
+
+
+class DefaultsConfig(_Strict):
+    timezone: str = "Asia/Shanghai"
+    currency: str = "CNY"
+
+
+class FeaturesConfig(_Strict):
+    as_of: date | Literal["auto"] = "auto"  # auto: the day after the last order or event
+    top_categories: int = Field(default=30, ge=1, le=200)
+    rfm_rules: str = "default"  # "default" or a path to a TOML file of rules
+
+
+class Config(_Strict):
+    """The whole ``shoplens.toml``."""
+
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    root: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the config, taken relative to the config file's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def store_path(self) -> Path:
+        return self.resolve(self.store.path)
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that change build results (recorded in each snapshot)."""
+        payload = self.model_dump(mode="json", include={"features", "defaults"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _describe(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{origin}: unknown key '{where}'")
+        else:
+            lines.append(f"{origin}: '{where}': {e['msg']}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], root: Path, origin: str = CONFIG_NAME) -> Config:
+    """Validate a parsed TOML document into a ``Config``.
+
+    >>> config_from_dict({"store": {"path": "x.duckdb"}}, Path(".")).store.path
+    'x.duckdb'
+    """
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, origin)) from None
+    cfg.root = root
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load ``shoplens.toml`` (default: the one in the current folder)."""
+    p = Path(path) if path else Path.cwd() / CONFIG_NAME
+    if not p.exists():
+        raise ConfigError(
+            f"config file not found: {p} (run 'shoplens init' to write one, or pass --config)"
+        )
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    return config_from_dict(data, p.resolve().parent, str(p))

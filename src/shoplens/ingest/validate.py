@@ -1,0 +1,207 @@
+"""Row validation compiled to one DuckDB query per table.
+
+For each canonical column the query computes the raw value (trimmed, empty -> NULL), the
+typed value (TRY_CAST / strptime / enum synonyms), and then, per row, the *first* rule
+the row breaks as three columns: ``_err_field``, ``_err_expected``, ``_err_found``. Rows
+with no error go on to key and foreign-key checks; the others are quarantined. The whole
+batch is checked set-based in the engine instead of row by row in Python.
+
+Identifiers marked ``pseudonymise`` pass through the ``sl_pseudo`` function (a keyed
+HMAC registered by the pipeline) and free text through the PII masking expression, so
+neither raw identifiers nor raw text leave this query except into the vault columns
+(``__raw_<name>``), which the pipeline encrypts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoplens.privacy import mask_sql
+from shoplens.schema import EXPECTED_WORDS, Column, Table
+
+EARLIEST = "1990-01-01"
+
+
+def q(name: str) -> str:
+    """Quote an identifier for DuckDB."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(value: str) -> str:
+    """Quote a string literal for DuckDB."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """Per-source settings the validation query needs."""
+
+    table: Table
+    mapping: dict[str, str | None]  # canonical column -> source column (None: absent)
+    label: str
+    timestamp_formats: tuple[str, ...]
+    source_tz: str
+    store_tz: str
+    currency: str
+
+
+def _typed(col: Column, r: str, ctx: SourceContext) -> str:
+    if col.type in ("id", "string"):
+        return f"sl_pseudo({r})" if col.pseudonymise else r
+    if col.type == "text":
+        return mask_sql(r)
+    if col.type == "int":
+        d = f"TRY_CAST({r} AS DOUBLE)"
+        return f"CASE WHEN {d} = round({d}) AND abs({d}) < 9e15 THEN CAST({d} AS BIGINT) END"
+    if col.type == "float":
+        return f"TRY_CAST({r} AS DOUBLE)"
+    if col.type == "money":
+        cleaned = f"regexp_replace({r}, '[¥￥$€£,\\s]|RMB|CNY|USD|元', '', 'g')"
+        return f"TRY_CAST({cleaned} AS DECIMAL(18,2))"
+    if col.type == "enum":
+        whens = " ".join(
+            f"WHEN {lit(s)} THEN {lit(canon)}" for canon, spellings in col.values.items() for s in spellings
+        )
+        return f"CASE lower({r}) {whens} END"
+    if col.type == "timestamp":
+        return _timestamp(r, ctx)
+    raise ValueError(col.type)  # pragma: no cover
+
+
+def _timestamp(r: str, ctx: SourceContext) -> str:
+    parsers = [
+        f"try_strptime({r}, {lit(f)})" for f in ctx.timestamp_formats if f != "epoch"
+    ]
+    parsers.append(f"TRY_CAST({r} AS TIMESTAMP)")
+    naive = f"COALESCE({', '.join(parsers)})"
+    if ctx.source_tz != ctx.store_tz:
+        naive = f"timezone({lit(ctx.store_tz)}, timezone({lit(ctx.source_tz)}, {naive}))"
+    # explicit offsets ('Z', '+08:00') are honoured, then shown in the shop's time zone
+    aware = f"timezone({lit(ctx.store_tz)}, TRY_CAST({r} AS TIMESTAMPTZ))"
+    has_offset = f"regexp_matches({r}, '(Z|[+-][0-9]{{2}}:?[0-9]{{2}})$')"
+    expr = f"CASE WHEN {has_offset} THEN {aware} ELSE {naive} END"
+    if "epoch" in ctx.timestamp_formats:
+        epoch = f"timezone({lit(ctx.store_tz)}, to_timestamp(TRY_CAST({r} AS DOUBLE)))"
+        expr = f"COALESCE(CASE WHEN regexp_matches({r}, '^[0-9]+(\\.[0-9]+)?$') THEN {epoch} END, {expr})"
+    return expr
+
+
+def _raw(col: Column, ctx: SourceContext) -> str:
+    src = ctx.mapping.get(col.name)
+    if src is None:
+        if col.name == "currency":
+            return lit(ctx.currency)
+        if col.name == "event_id":
+            return f"'e_' || md5({lit(ctx.label)} || '#' || CAST(_row AS VARCHAR))"
+        return "NULL"
+    raw = f"NULLIF(trim(CAST({q(src)} AS VARCHAR)), '')"
+    if col.name == "currency":
+        raw = f"upper(COALESCE({raw}, {lit(ctx.currency)}))"
+    return raw
+
+
+def _checks(col: Column, r: str, t: str) -> list[tuple[str, str, str]]:
+    """(condition, expected, found) for one column, in the order they are tried."""
+    found = "'<redacted PII>'" if col.pii else (f"sl_pseudo({r})" if col.pseudonymise else r)
+    if col.type == "text":
+        found = mask_sql(r)
+    out: list[tuple[str, str, str]] = []
+    if col.required:
+        out.append((f"{r} IS NULL", lit(f"a value ({EXPECTED_WORDS[col.type]})"), "'empty'"))
+    if col.type == "enum":
+        allowed = ", ".join(col.values)
+        out.append((f"{r} IS NOT NULL AND {t} IS NULL", lit(f"one of {allowed}"), found))
+    elif col.type not in ("id", "string", "text"):
+        out.append((f"{r} IS NOT NULL AND {t} IS NULL", lit(EXPECTED_WORDS[col.type]), found))
+    if col.minimum is not None:
+        out.append((f"{t} < {col.minimum}", lit(f"a value >= {col.minimum:g}"), found))
+    if col.maximum is not None:
+        out.append((f"{t} > {col.maximum}", lit(f"a value <= {col.maximum:g}"), found))
+    if col.type == "timestamp":
+        out.append(
+            (
+                f"({t} < TIMESTAMP '{EARLIEST}' OR {t} > CAST(now() AS TIMESTAMP) + INTERVAL 1 DAY)",
+                lit(f"a date between {EARLIEST} and tomorrow"),
+                found,
+            )
+        )
+    return out
+
+
+def validation_sql(ctx: SourceContext, salt: str) -> str:
+    """The query that types and checks ``_batch`` (source columns + ``_row``, ``_line``).
+
+    Output columns: the canonical columns, ``__raw_<c>`` for PII and text columns,
+    ``_row``, ``_line``, ``_row_hash``, ``_err_field``, ``_err_expected``,
+    ``_err_found`` and ``__rec`` (the source row as a struct, for quarantine).
+    """
+    cols = ctx.table.columns
+    raw_sel = ", ".join(f"{_raw(c, ctx)} AS {q('r_' + c.name)}" for c in cols)
+    typed_sel = ", ".join(f"{_typed(c, q('r_' + c.name), ctx)} AS {q('t_' + c.name)}" for c in cols)
+    checks = [chk + (c.name,) for c in cols for chk in _checks(c, q("r_" + c.name), q("t_" + c.name))]
+    field_case = "CASE " + " ".join(f"WHEN {cond} THEN {lit(name)}" for cond, _e, _f, name in checks) + " END"
+    exp_case = "CASE " + " ".join(f"WHEN {cond} THEN {e}" for cond, e, _f, _n in checks) + " END"
+    found_case = "CASE " + " ".join(f"WHEN {cond} THEN left({f}, 200)" for cond, _e, f, _n in checks) + " END"
+    out_cols = []
+    for c in cols:
+        t = q("t_" + c.name)
+        if c.default is not None:
+            t = f"COALESCE({t}, {c.default})"
+        if c.name == "language":
+            text = q("t_text")
+            t = (
+                f"COALESCE(lower({t}), CASE WHEN regexp_matches({text}, '[\\x{{4e00}}-\\x{{9fff}}]') THEN 'zh' "
+                f"WHEN regexp_matches({text}, '[A-Za-z]') THEN 'en' ELSE 'und' END)"
+            )
+        out_cols.append(f"{t} AS {q(c.name)}")
+        if c.pii or c.type == "text":
+            out_cols.append(f"{q('r_' + c.name)} AS {q('__raw_' + c.name)}")
+    mapped = [q("r_" + c.name) for c in cols if ctx.mapping.get(c.name)]
+    hashed = ", ".join(mapped) or "''"
+    row_hash = f"md5({lit(salt)} || concat_ws(chr(31), {hashed}))"
+    return f"""
+WITH r AS (SELECT _row, _line, b AS __rec, {raw_sel} FROM _batch b),
+t AS (SELECT *, {typed_sel} FROM r)
+SELECT {", ".join(out_cols)}, _row, _line, {row_hash} AS _row_hash,
+       {field_case} AS _err_field, {exp_case} AS _err_expected, {found_case} AS _err_found, __rec
+FROM t"""
+
+
+def keys_sql(table: Table, stage: str) -> str:
+    """Classify staged rows as new / unchanged / quarantined (duplicate key or orphan)."""
+    key = ", ".join(q(k) for k in table.key)
+    join = " AND ".join(f"s.{q(k)} = e.{q(k)}" for k in table.key)
+    key_text = " || '/' || ".join(f"CAST(s.{q(k)} AS VARCHAR)" for k in table.key)
+    key_name = "+".join(table.key)
+    whens = [
+        (
+            "s._dup_rank > 1",
+            lit(key_name),
+            lit(f"a unique {key_name}"),
+            f"{key_text} || ' (duplicate of line ' || CAST(s._first_line AS VARCHAR) || ')'",
+        ),
+        (
+            "e._row_hash IS NOT NULL AND e._row_hash <> s._row_hash",
+            lit(key_name),
+            lit(f"a new {key_name} or the stored row unchanged"),
+            f"{key_text} || ' (already stored with different values, ingest #' || CAST(e._ingest_id AS VARCHAR) || ')'",
+        ),
+    ]
+    for c in table.columns:
+        if c.references:
+            ptable, pcol = c.references.split(".")
+            cond = (
+                f"s.{q(c.name)} IS NOT NULL AND NOT EXISTS "
+                f"(SELECT 1 FROM {ptable} p WHERE p.{q(pcol)} = s.{q(c.name)})"
+            )
+            whens.append((cond, lit(c.name), lit(f"a {pcol} present in {ptable}"), f"s.{q(c.name)} || ' (orphan)'"))
+    fcase = "CASE " + " ".join(f"WHEN {w} THEN {f}" for w, f, _e, _x in whens) + " END"
+    ecase = "CASE " + " ".join(f"WHEN {w} THEN {e}" for w, _f, e, _x in whens) + " END"
+    xcase = "CASE " + " ".join(f"WHEN {w} THEN {x}" for w, _f, _e, x in whens) + " END"
+    return f"""
+SELECT s.*, {fcase} AS _err_field, {ecase} AS _err_expected, {xcase} AS _err_found,
+       (e._row_hash IS NOT NULL AND e._row_hash = s._row_hash AND s._dup_rank = 1) AS _unchanged
+FROM (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY _row) AS _dup_rank,
+             first_value(_line) OVER (PARTITION BY {key} ORDER BY _row) AS _first_line
+      FROM {stage}) s
+LEFT JOIN {table.name} e ON {join}"""

@@ -1,0 +1,227 @@
+"""The canonical data model: six tables, their columns, types and rules, as data.
+
+Ingestion validates every input row against these definitions (``shoplens.ingest``), the
+store creates its tables from them (``shoplens.store``) and ``docs/data-model.md``
+documents them column by column (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ColumnType = Literal["id", "string", "int", "money", "float", "timestamp", "enum", "text"]
+
+DUCKDB_TYPES: dict[str, str] = {
+    "id": "VARCHAR",
+    "string": "VARCHAR",
+    "text": "VARCHAR",
+    "enum": "VARCHAR",
+    "int": "BIGINT",
+    "money": "DECIMAL(18,2)",
+    "float": "DOUBLE",
+    "timestamp": "TIMESTAMP",
+}
+
+EXPECTED_WORDS: dict[str, str] = {
+    "id": "a non-empty identifier",
+    "string": "text",
+    "text": "non-empty text",
+    "enum": "one of",
+    "int": "an integer",
+    "money": "a number (currency symbols and thousands separators allowed)",
+    "float": "a number",
+    "timestamp": "a date/time",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One canonical column and the rules a value must pass to be stored."""
+
+    name: str
+    type: ColumnType
+    doc: str
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    # enum: canonical value -> accepted spellings (lower-cased, trimmed), canonical included
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default: str | None = None  # SQL literal used when the source omits the column
+    pii: bool = False  # direct personal data: encrypted or dropped at ingest, never analysed
+    pseudonymise: bool = False  # identifier replaced by a keyed HMAC at ingest
+    references: str | None = None  # "table.column" foreign key; unknown values are orphans
+
+
+@dataclass(frozen=True)
+class Table:
+    """One canonical table: columns, primary key and documentation."""
+
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    @property
+    def stored_columns(self) -> list[Column]:
+        """Columns kept in the analysis table (direct PII lives only in the vault)."""
+        return [c for c in self.columns if not c.pii]
+
+
+GENDERS = {
+    "female": ("female", "f", "女", "女性", "w", "woman"),
+    "male": ("male", "m", "男", "男性", "man"),
+    "other": ("other", "o", "其他", "nonbinary", "non-binary", "x"),
+    "unknown": ("unknown", "u", "未知", "保密", "n/a", "na"),
+}
+ORDER_STATUSES = {
+    "paid": ("paid", "completed", "complete", "delivered", "shipped", "已支付", "已完成", "交易成功", "已发货"),
+    "cancelled": ("cancelled", "canceled", "cancel", "已取消", "交易关闭", "取消"),
+    "returned": ("returned", "refunded", "return", "refund", "退货", "已退款", "退款成功"),
+}
+EVENT_TYPES = {
+    "view": ("view", "pv", "page_view", "浏览", "detail"),
+    "search": ("search", "搜索", "query"),
+    "cart": ("cart", "add_to_cart", "addtocart", "加购", "加入购物车"),
+    "favorite": ("favorite", "fav", "like", "收藏", "wishlist"),
+    "click": ("click", "点击"),
+    "share": ("share", "分享"),
+    "rate": ("rate", "rating", "评分"),
+    "purchase": ("purchase", "buy", "购买", "transaction"),
+}
+TEXT_KINDS = {
+    "review": ("review", "评价", "评论", "comment"),
+    "chat": ("chat", "客服", "im", "service"),
+    "post": ("post", "social", "帖子", "晒单"),
+    "search": ("search", "query", "搜索"),
+}
+
+CUSTOMERS = Table(
+    name="customers",
+    doc="One row per customer. Direct PII is encrypted into the vault or dropped at ingest.",
+    key=("customer_id",),
+    columns=(
+        Column("customer_id", "id", "Customer identifier; stored as a keyed HMAC pseudonym.", required=True, pseudonymise=True),
+        Column("signup_at", "timestamp", "Account creation time (shop local time)."),
+        Column("gender", "enum", "female / male / other / unknown.", values=GENDERS, default="'unknown'"),
+        Column("birth_year", "int", "Year of birth (age is derived, full birth dates are not kept).", minimum=1900, maximum=2030),
+        Column("city", "string", "City (coarse location; street addresses are PII)."),
+        Column("region", "string", "Province / state / region."),
+        Column("country", "string", "Country code or name."),
+        Column("channel", "string", "Acquisition channel (app, web, mini-program, store ...)."),
+        Column("name", "string", "Full name. PII.", pii=True),
+        Column("phone", "string", "Phone number. PII.", pii=True),
+        Column("email", "string", "E-mail address. PII.", pii=True),
+        Column("address", "string", "Postal address. PII.", pii=True),
+        Column("id_number", "string", "National ID / passport number. PII.", pii=True),
+    ),
+)
+
+PRODUCTS = Table(
+    name="products",
+    doc="Catalogue. `category` is a path whose levels are separated by '/' or '>'.",
+    key=("product_id",),
+    columns=(
+        Column("product_id", "id", "Product identifier (SKU or SPU).", required=True),
+        Column("name", "string", "Product title."),
+        Column("category", "string", "Category path, e.g. '服装/女装/连衣裙' or 'Electronics > Phones'.", default="'unknown'"),
+        Column("brand", "string", "Brand."),
+        Column("price", "money", "List price.", minimum=0),
+    ),
+)
+
+ORDERS = Table(
+    name="orders",
+    doc="One row per order. Amounts are what the customer paid, after discount.",
+    key=("order_id",),
+    columns=(
+        Column("order_id", "id", "Order identifier.", required=True),
+        Column("customer_id", "id", "Buyer; must exist in customers.", required=True, pseudonymise=True, references="customers.customer_id"),
+        Column("order_ts", "timestamp", "Order time (shop local time).", required=True),
+        Column("status", "enum", "paid / cancelled / returned.", values=ORDER_STATUSES, default="'paid'"),
+        Column("amount", "money", "Amount paid after discount.", required=True, minimum=0),
+        Column("discount", "money", "Discount granted on the order.", minimum=0, default="0"),
+        Column("currency", "string", "ISO 4217 code; defaults to the source's configured currency."),
+        Column("channel", "string", "Sales channel."),
+    ),
+)
+
+ORDER_ITEMS = Table(
+    name="order_items",
+    doc="Order lines. Category spend shares are computed from these.",
+    key=("order_id", "line_no"),
+    columns=(
+        Column("order_id", "id", "Order; must exist in orders.", required=True, references="orders.order_id"),
+        Column("line_no", "int", "Line number within the order (1, 2, ...).", required=True, minimum=1),
+        Column("product_id", "id", "Product; must exist in products.", required=True, references="products.product_id"),
+        Column("quantity", "int", "Units bought.", minimum=1, default="1"),
+        Column("unit_price", "money", "Price per unit actually paid.", required=True, minimum=0),
+        Column("discount", "money", "Discount on this line.", minimum=0, default="0"),
+    ),
+)
+
+EVENTS = Table(
+    name="events",
+    doc="Behavioural events: views, searches, cart adds, favourites, ratings ...",
+    key=("event_id",),
+    columns=(
+        Column("event_id", "id", "Event identifier; derived from source and row when absent.", required=True),
+        Column("customer_id", "id", "Actor; must exist in customers.", required=True, pseudonymise=True, references="customers.customer_id"),
+        Column("event_ts", "timestamp", "Event time (shop local time).", required=True),
+        Column("event_type", "enum", "view / search / cart / favorite / click / share / rate / purchase.", required=True, values=EVENT_TYPES),
+        Column("product_id", "id", "Product involved, if any; must exist in products.", references="products.product_id"),
+        Column("query", "text", "Search query text (PII-masked)."),
+        Column("session_id", "string", "Session identifier."),
+        Column("value", "float", "Numeric payload, e.g. a rating or dwell seconds."),
+    ),
+)
+
+TEXTS = Table(
+    name="texts",
+    doc="Customers' own words. `text` holds the PII-masked analysis copy; the raw text is encrypted into the vault or dropped.",
+    key=("text_id",),
+    columns=(
+        Column("text_id", "id", "Text identifier.", required=True),
+        Column("customer_id", "id", "Author; must exist in customers.", required=True, pseudonymise=True, references="customers.customer_id"),
+        Column("kind", "enum", "review / chat / post / search.", values=TEXT_KINDS, default="'review'"),
+        Column("product_id", "id", "Product the text is about, if any.", references="products.product_id"),
+        Column("order_id", "id", "Order the text is about, if any.", references="orders.order_id"),
+        Column("rating", "int", "Star rating 1-5, if any.", minimum=1, maximum=5),
+        Column("text", "text", "The text, PII-masked ([PHONE], [EMAIL], [ID], [CARD]).", required=True),
+        Column("language", "string", "ISO 639-1 code; detected (zh / en / und) when absent."),
+        Column("created_at", "timestamp", "When it was written (shop local time).", required=True),
+    ),
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (CUSTOMERS, PRODUCTS, ORDERS, ORDER_ITEMS, EVENTS, TEXTS)
+}
+# parents before children, so foreign keys can be checked as each file is ingested
+INGEST_ORDER: tuple[str, ...] = ("customers", "products", "orders", "order_items", "events", "texts")
+LINEAGE_COLUMNS = ("_ingest_id", "_line", "_row_hash")
+
+
+def table(name: str) -> Table:
+    """Return the canonical table called ``name`` or raise a clear error.
+
+    >>> table("orders").key
+    ('order_id',)
+    """
+    from shoplens.errors import ConfigError
+
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown table '{name}': expected one of {', '.join(INGEST_ORDER)}"
+        ) from None

@@ -1,0 +1,177 @@
+"""The embedded store: one DuckDB file holding canonical tables, the quarantine, the
+encrypted vault and versioned build snapshots.
+
+Layout (all in the ``main`` schema unless said otherwise):
+
+- ``customers``, ``products``, ``orders``, ``order_items``, ``events``, ``texts``:
+  de-identified canonical data, each row with lineage (``_ingest_id``, ``_line``,
+  ``_row_hash``);
+- ``vault_customer_pii``, ``vault_text_raw``: Fernet ciphertexts of direct PII and raw
+  texts (only readers holding the secret can open them);
+- ``quarantine``: every rejected input row with source, line, field, expected, found;
+- ``ingest_log``: one row per ingested source with its counts and content hash;
+- ``snapshots`` and ``current_snapshot``: each build writes schema ``snap_<id>`` and
+  flips ``current_snapshot`` in one transaction only when every table is complete, so a
+  killed build leaves the previous snapshot current and intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from shoplens.errors import StoreError
+from shoplens.schema import DUCKDB_TYPES, INGEST_ORDER, TABLES
+
+SNAPSHOT_TABLES = ("customer_features", "customer_category_shares")
+
+_META_DDL = """
+CREATE SEQUENCE IF NOT EXISTS ingest_seq START 1;
+CREATE SEQUENCE IF NOT EXISTS snapshot_seq START 1;
+CREATE TABLE IF NOT EXISTS ingest_log (
+    ingest_id BIGINT PRIMARY KEY, source VARCHAR, table_name VARCHAR, content_sha256 VARCHAR,
+    started_at TIMESTAMP, finished_at TIMESTAMP, rows_in BIGINT, accepted BIGINT,
+    unchanged BIGINT, quarantined BIGINT, skipped BOOLEAN);
+CREATE TABLE IF NOT EXISTS quarantine (
+    ingest_id BIGINT, table_name VARCHAR, source VARCHAR, line BIGINT, row_number BIGINT,
+    field VARCHAR, expected VARCHAR, found VARCHAR, reason VARCHAR, record_enc VARCHAR);
+CREATE TABLE IF NOT EXISTS vault_customer_pii (
+    customer_id VARCHAR, field VARCHAR, ciphertext VARCHAR, _ingest_id BIGINT);
+CREATE TABLE IF NOT EXISTS vault_text_raw (text_id VARCHAR, ciphertext VARCHAR, _ingest_id BIGINT);
+CREATE TABLE IF NOT EXISTS snapshots (
+    snapshot_id BIGINT PRIMARY KEY, status VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
+    as_of DATE, config_hash VARCHAR, last_ingest_id BIGINT, n_customers BIGINT, version VARCHAR);
+CREATE TABLE IF NOT EXISTS current_snapshot (one INTEGER PRIMARY KEY, snapshot_id BIGINT);
+"""
+
+
+def _table_ddl(name: str) -> str:
+    t = TABLES[name]
+    cols = [f'"{c.name}" {DUCKDB_TYPES[c.type]}' for c in t.stored_columns]
+    cols += ["_ingest_id BIGINT", "_line BIGINT", "_row_hash VARCHAR"]
+    return f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(cols)})"
+
+
+class Store:
+    """A DuckDB file with ShopLens' tables. Use as a context manager.
+
+    >>> with Store.open(":memory:") as st:
+    ...     st.current_snapshot() is None
+    True
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+        self.con = con
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path, read_only: bool = False, timezone: str = "UTC") -> Store:
+        p = str(path)
+        if read_only and p != ":memory:" and not Path(p).exists():
+            raise StoreError(f"no store at {p}: run 'shoplens ingest' or 'shoplens demo' first")
+        if p != ":memory:":
+            Path(p).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(p, read_only=read_only)
+        except duckdb.IOException as err:
+            raise StoreError(f"cannot open store {p}: {err}") from None
+        con.execute(f"SET TimeZone = '{timezone}'")
+        store = cls(con, p)
+        if not read_only:
+            store._ensure_schema()
+        return store
+
+    def _ensure_schema(self) -> None:
+        self.con.execute(_META_DDL)
+        for name in INGEST_ORDER:
+            self.con.execute(_table_ddl(name))
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing: commit at the end, roll back on any exception (or a kill)."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        row = self.con.execute(sql, params or []).fetchone()
+        return None if row is None else row[0]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per canonical table, plus the quarantine."""
+        out = {n: int(self.scalar(f"SELECT count(*) FROM {n}")) for n in INGEST_ORDER}
+        out["quarantine"] = int(self.scalar("SELECT count(*) FROM quarantine"))
+        return out
+
+    # ---- snapshots -------------------------------------------------------------------
+
+    def current_snapshot(self) -> int | None:
+        try:
+            return self.scalar("SELECT snapshot_id FROM current_snapshot WHERE one = 1")
+        except duckdb.CatalogException:
+            return None
+
+    def require_snapshot(self) -> int:
+        snap = self.current_snapshot()
+        if snap is None:
+            raise StoreError(
+                f"store {self.path} has no complete build yet: run 'shoplens build' first"
+            )
+        return snap
+
+    def begin_snapshot(self, as_of: Any, config_hash: str, version: str) -> int:
+        """Register a new snapshot as 'building'; drop leftovers of killed builds first."""
+        self.drop_incomplete_snapshots()
+        snap = int(self.scalar("SELECT nextval('snapshot_seq')"))
+        last_ingest = self.scalar("SELECT max(ingest_id) FROM ingest_log")
+        self.con.execute(
+            "INSERT INTO snapshots VALUES (?, 'building', now(), NULL, ?, ?, ?, NULL, ?)",
+            [snap, as_of, config_hash, last_ingest, version],
+        )
+        self.con.execute(f"CREATE SCHEMA IF NOT EXISTS snap_{snap}")
+        return snap
+
+    def complete_snapshot(self, snap: int, n_customers: int) -> None:
+        """Make ``snap`` current atomically, then prune old snapshots."""
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE snapshots SET status = 'complete', finished_at = now(), n_customers = ? "
+                "WHERE snapshot_id = ?",
+                [n_customers, snap],
+            )
+            con.execute("INSERT OR REPLACE INTO current_snapshot VALUES (1, ?)", [snap])
+
+    def prune_snapshots(self, keep: int) -> None:
+        rows = self.con.execute(
+            "SELECT snapshot_id FROM snapshots WHERE status = 'complete' "
+            "ORDER BY snapshot_id DESC OFFSET ?",
+            [keep],
+        ).fetchall()
+        for (snap,) in rows:
+            self.con.execute(f"DROP SCHEMA IF EXISTS snap_{snap} CASCADE")
+            self.con.execute("UPDATE snapshots SET status = 'pruned' WHERE snapshot_id = ?", [snap])
+
+    def drop_incomplete_snapshots(self) -> None:
+        rows = self.con.execute(
+            "SELECT snapshot_id FROM snapshots WHERE status = 'building'"
+        ).fetchall()
+        for (snap,) in rows:
+            self.con.execute(f"DROP SCHEMA IF EXISTS snap_{snap} CASCADE")
+            self.con.execute("UPDATE snapshots SET status = 'failed' WHERE snapshot_id = ?", [snap])
