@@ -85,7 +85,16 @@ class StoreConfig(_Strict):
 
 class DefaultsConfig(_Strict):
     timezone: str = "Asia/Shanghai"
-    currency: str = "CNY"
+    currency: str = "CNY"  # base currency: every amount is stored in it
+    fx_rates: dict[str, float] = Field(default_factory=dict)  # e.g. {USD = 7.1}: 1 USD = 7.1 base
+
+    @field_validator("fx_rates")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: r for k, r in v.items() if r <= 0}
+        if bad:
+            raise ValueError(f"rates must be > 0, found {bad}")
+        return {k.upper(): r for k, r in v.items()}
 
 
 class FeaturesConfig(_Strict):

@@ -149,9 +149,9 @@ ORDERS = Table(
         Column("customer_id", "id", "Buyer; must exist in customers.", required=True, pseudonymise=True, references="customers.customer_id"),
         Column("order_ts", "timestamp", "Order time (shop local time).", required=True),
         Column("status", "enum", "paid / cancelled / returned.", values=ORDER_STATUSES, default="'paid'"),
-        Column("amount", "money", "Amount paid after discount.", required=True, minimum=0),
-        Column("discount", "money", "Discount granted on the order.", minimum=0, default="0"),
-        Column("currency", "string", "ISO 4217 code; defaults to the source's configured currency."),
+        Column("amount", "money", "Amount paid after discount, converted to the base currency.", required=True, minimum=0),
+        Column("discount", "money", "Discount granted on the order, in the base currency.", minimum=0, default="0"),
+        Column("currency", "string", "ISO 4217 code the source used; must be the base currency or have a rate in [defaults] fx_rates."),
         Column("channel", "string", "Sales channel."),
     ),
 )

@@ -64,9 +64,18 @@ class Store:
     True
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, timezone: str = "UTC") -> None:
         self.con = con
         self.path = path
+        self.timezone = timezone
+
+    def ibis(self) -> Any:
+        """An Ibis backend over this connection (Ibis resets the session time zone; restore it)."""
+        import ibis
+
+        backend = ibis.duckdb.from_connection(self.con)
+        self.con.execute(f"SET TimeZone = '{self.timezone}'")
+        return backend
 
     @classmethod
     def open(cls, path: str | Path, read_only: bool = False, timezone: str = "UTC") -> Store:
@@ -80,7 +89,7 @@ class Store:
         except duckdb.IOException as err:
             raise StoreError(f"cannot open store {p}: {err}") from None
         con.execute(f"SET TimeZone = '{timezone}'")
-        store = cls(con, p)
+        store = cls(con, p, timezone)
         if not read_only:
             store._ensure_schema()
         return store

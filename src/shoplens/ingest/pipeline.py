@@ -127,6 +127,8 @@ def ingest_source(
         source_tz=src.timezone or cfg.defaults.timezone,
         store_tz=cfg.defaults.timezone,
         currency=(src.currency or cfg.defaults.currency).upper(),
+        base_currency=cfg.defaults.currency.upper(),
+        fx_rates=tuple(sorted(cfg.defaults.fx_rates.items())),
     )
     salt = keys.pseudonym("row-hash-salt")
     sql = validation_sql(ctx, salt)

@@ -42,7 +42,14 @@ class SourceContext:
     timestamp_formats: tuple[str, ...]
     source_tz: str
     store_tz: str
-    currency: str
+    currency: str  # assumed when a row names none
+    base_currency: str = "CNY"
+    fx_rates: tuple[tuple[str, float], ...] = ()
+
+    def rate_sql(self, currency: str) -> str:
+        """Factor that converts an amount in ``currency`` (SQL expr) to the base currency."""
+        whens = " ".join(f"WHEN {lit(c)} THEN {r!r}" for c, r in self.fx_rates)
+        return f"CASE {currency} WHEN {lit(self.base_currency)} THEN 1.0 {whens} END"
 
 
 def _typed(col: Column, r: str, ctx: SourceContext) -> str:
@@ -100,7 +107,7 @@ def _raw(col: Column, ctx: SourceContext) -> str:
     return raw
 
 
-def _checks(col: Column, r: str, t: str) -> list[tuple[str, str, str]]:
+def _checks(col: Column, r: str, t: str, ctx: SourceContext) -> list[tuple[str, str, str]]:
     """(condition, expected, found) for one column, in the order they are tried."""
     found = "'<redacted PII>'" if col.pii else (f"sl_pseudo({r})" if col.pseudonymise else r)
     if col.type == "text":
@@ -117,6 +124,15 @@ def _checks(col: Column, r: str, t: str) -> list[tuple[str, str, str]]:
         out.append((f"{t} < {col.minimum}", lit(f"a value >= {col.minimum:g}"), found))
     if col.maximum is not None:
         out.append((f"{t} > {col.maximum}", lit(f"a value <= {col.maximum:g}"), found))
+    if col.name == "currency" and ctx.table.name == "orders":
+        known = [ctx.base_currency] + [c for c, _r in ctx.fx_rates]
+        out.append(
+            (
+                f"{r} NOT IN ({', '.join(lit(k) for k in known)})",
+                lit(f"{' or '.join(known)} (add a rate to [defaults] fx_rates for others)"),
+                r,
+            )
+        )
     if col.type == "timestamp":
         out.append(
             (
@@ -138,7 +154,7 @@ def validation_sql(ctx: SourceContext, salt: str) -> str:
     cols = ctx.table.columns
     raw_sel = ", ".join(f"{_raw(c, ctx)} AS {q('r_' + c.name)}" for c in cols)
     typed_sel = ", ".join(f"{_typed(c, q('r_' + c.name), ctx)} AS {q('t_' + c.name)}" for c in cols)
-    checks = [chk + (c.name,) for c in cols for chk in _checks(c, q("r_" + c.name), q("t_" + c.name))]
+    checks = [chk + (c.name,) for c in cols for chk in _checks(c, q("r_" + c.name), q("t_" + c.name), ctx)]
     field_case = "CASE " + " ".join(f"WHEN {cond} THEN {lit(name)}" for cond, _e, _f, name in checks) + " END"
     exp_case = "CASE " + " ".join(f"WHEN {cond} THEN {e}" for cond, e, _f, _n in checks) + " END"
     found_case = "CASE " + " ".join(f"WHEN {cond} THEN left({f}, 200)" for cond, _e, f, _n in checks) + " END"
@@ -147,6 +163,8 @@ def validation_sql(ctx: SourceContext, salt: str) -> str:
         t = q("t_" + c.name)
         if c.default is not None:
             t = f"COALESCE({t}, {c.default})"
+        if c.type == "money" and ctx.table.name == "orders":
+            t = f"CAST({t} * {ctx.rate_sql(q('r_currency'))} AS DECIMAL(18,2))"
         if c.name == "language":
             text = q("t_text")
             t = (

@@ -1,0 +1,93 @@
+"""``shoplens build``: compute features into a new snapshot and make it current at the end.
+
+Each step writes one table of schema ``snap_<id>`` (autocommitted, so a long build
+holds no giant transaction); the snapshot becomes current in one final transaction.
+A build that dies midway leaves the previous snapshot current and readable; the next
+build marks the leftover as failed and drops it.
+
+``SHOPLENS_FAULT_PAUSE=<step>:<seconds>`` pauses after a step (the kill test uses it
+to stop a real build process at a known point).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import ibis
+
+from shoplens import __version__
+from shoplens.config import Config
+from shoplens.errors import StoreError
+from shoplens.features.behaviour import Tables, behaviour_features
+from shoplens.features.rfm import load_rules
+from shoplens.store import Store
+
+Step = Callable[[str, int, int], None]  # (step name, index, total)
+
+
+@dataclass
+class BuildResult:
+    snapshot_id: int
+    as_of: date
+    n_customers: int
+    seconds: float
+
+
+def resolve_as_of(cfg: Config, store: Store, as_of: date | None = None) -> date:
+    """The build's reference day: given, configured, or the day after the last activity."""
+    if as_of is not None:
+        return as_of
+    if cfg.features.as_of != "auto":
+        return cfg.features.as_of  # type: ignore[return-value]
+    last = store.scalar(
+        "SELECT max(ts) FROM (SELECT max(order_ts) AS ts FROM orders UNION ALL SELECT max(event_ts) FROM events)"
+    )
+    if last is None:
+        raise StoreError("nothing to build: the store has no orders and no events (run 'shoplens ingest' first)")
+    return (last + timedelta(days=1)).date()
+
+
+def _fault_pause(step: str) -> None:
+    spec = os.environ.get("SHOPLENS_FAULT_PAUSE", "")
+    if spec.partition(":")[0] == step:
+        print(f"fault-injection: paused after {step}", file=sys.stderr, flush=True)
+        time.sleep(float(spec.partition(":")[2] or 60))
+
+
+def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | None = None) -> BuildResult:
+    """Build a complete snapshot of per-customer features; return its id and size."""
+    t0 = time.perf_counter()
+    if not store.scalar("SELECT count(*) FROM customers"):
+        raise StoreError("nothing to build: the store has no customers (run 'shoplens ingest' first)")
+    rules_src = cfg.features.rfm_rules
+    rules = load_rules(rules_src if rules_src == "default" else str(cfg.resolve(rules_src)))
+    day = resolve_as_of(cfg, store, as_of)
+    cutoff = datetime(day.year, day.month, day.day)
+    snap = store.begin_snapshot(day, cfg.fingerprint(), __version__)
+    schema = f"snap_{snap}"
+    backend = store.ibis()
+    tables = Tables(*(backend.table(n) for n in ("customers", "orders", "order_items", "products", "events")))
+    features, categories = behaviour_features(tables, cutoff, rules)
+    dims = "customer_id, signup_at, gender, birth_year, city, region, country, channel"
+    steps: list[tuple[str, str]] = [
+        ("customers", f"SELECT {dims} FROM customers"),
+        ("customer_features", ibis.to_sql(features, dialect="duckdb")),
+        ("customer_category_shares", ibis.to_sql(categories, dialect="duckdb")),
+    ]
+    for i, (name, sql) in enumerate(steps):
+        if on_step:
+            on_step(name, i, len(steps))
+        store.con.execute(f"CREATE TABLE {schema}.{name} AS {sql}")
+        _fault_pause(name)
+    n = int(store.scalar(f"SELECT count(*) FROM {schema}.customer_features"))
+    store.con.execute(f"CREATE INDEX idx_{schema}_cf ON {schema}.customer_features (customer_id)")
+    store.complete_snapshot(snap, n)
+    store.prune_snapshots(cfg.store.keep_snapshots)
+    if on_step:
+        on_step("done", len(steps), len(steps))
+    return BuildResult(snap, day, n, time.perf_counter() - t0)
