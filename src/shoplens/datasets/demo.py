@@ -204,6 +204,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
             pid = int(rng.choice(cat_products[tops[int(rng.choice(favs))]]))
             event_rows.append((cid, when, str(rng.choice(["view", "view", "favorite"])), products[pid]["product_id"], None, f"{cid}-b"))
 
+    _add_export_faults(rng, order_rows)
     # customers: GB18030, as Chinese back-office exports often are
     with open(out / "customers.csv", "w", encoding="gb18030", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(cust_rows[0]))
@@ -228,6 +229,26 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
     counts = {"customers": len(cust_rows), "products": len(products), "orders": len(order_rows),
               "order_items": len(item_rows), "events": len(event_rows), "texts": len(text_rows)}
     return DemoResult(out, counts)
+
+
+def _add_export_faults(rng: np.random.Generator, orders: list[dict[str, object]]) -> None:
+    """Damage about 0.4% of order rows the way real exports are damaged, so the demo
+    shows the quarantine at work: negative amounts, impossible dates, unknown buyers,
+    repeated order ids. Each fault is quarantined by ingest, never silently kept."""
+    n = max(4, len(orders) // 250)
+    for k, idx in enumerate(rng.choice(len(orders), size=min(n, len(orders)), replace=False)):
+        row = dict(orders[int(idx)])
+        fault = k % 4
+        if fault == 0:
+            row["amount"] = f"-{row['amount']}"
+        elif fault == 1:
+            row["order_ts"] = str(row["order_ts"]).replace("/", "/02/30 ", 1).split(" ", 1)[0][:4] + "/02/30 12:00:00"
+        elif fault == 2:
+            row["customer_id"] = "U99" + str(row["customer_id"])[3:]
+        if fault == 3:
+            orders.append(dict(row, amount="1.00"))  # the same order id again, different content
+        else:
+            orders[int(idx)] = row
 
 
 def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:

@@ -212,7 +212,7 @@ def keys_sql(table: Table, stage: str) -> str:
                 f"s.{q(c.name)} IS NOT NULL AND NOT EXISTS "
                 f"(SELECT 1 FROM {ptable} p WHERE p.{q(pcol)} = s.{q(c.name)})"
             )
-            whens.append((cond, lit(c.name), lit(f"a {pcol} present in {ptable}"), f"s.{q(c.name)} || ' (orphan)'"))
+            whens.append((cond, lit(c.name), lit(f"a known {pcol} (present in {ptable})"), f"s.{q(c.name)} || ' (orphan)'"))
     fcase = "CASE " + " ".join(f"WHEN {w} THEN {f}" for w, f, _e, _x in whens) + " END"
     ecase = "CASE " + " ".join(f"WHEN {w} THEN {e}" for w, _f, e, _x in whens) + " END"
     xcase = "CASE " + " ".join(f"WHEN {w} THEN {x}" for w, _f, _e, x in whens) + " END"

@@ -1,0 +1,325 @@
+"""The ``shoplens`` command line: a thin door over the library.
+
+Each command calls one library function; any ``ShopLensError`` becomes a one-line red
+message and exit code 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shoplens.errors import ShopLensError
+
+app = typer.Typer(help="ShopLens: e-commerce customer profiles (用户画像), offline.", no_args_is_help=True, add_completion=False)
+datasets_app = typer.Typer(help="Real public data sets shipped in registry packages.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to shoplens.toml.")]
+DEFAULT_CONFIG = Path("shoplens.toml")
+
+
+@contextmanager
+def _progress() -> Iterator[tuple[Callable[[str, int], None], Callable[[str, int, int], None]]]:
+    """Rich progress: a counter per ingested source and a bar over build steps."""
+    prog = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), console=err_console, transient=False)
+    tasks: dict[str, Any] = {}
+
+    def on_rows(label: str, rows: int) -> None:
+        if label not in tasks:
+            tasks[label] = prog.add_task(f"ingest {label}", total=None, info="")
+        prog.update(tasks[label], info=f"{rows:,} rows")
+
+    def on_step(name: str, i: int, total: int) -> None:
+        if "build" not in tasks:
+            tasks["build"] = prog.add_task("build snapshot", total=total, info="")
+        prog.update(tasks["build"], completed=i, info=name)
+
+    with prog:
+        yield on_rows, on_step
+        for label, task in tasks.items():
+            if label != "build":
+                prog.update(task, total=1, completed=1)
+
+
+def _load(config: Path) -> Any:
+    from shoplens.config import load_config
+
+    return load_config(config)
+
+
+def _print_ingest(results: list[Any]) -> None:
+    t = Table(title="ingest")
+    for col in ("table", "source", "rows in", "accepted", "unchanged", "quarantined", ""):
+        t.add_column(col, justify="right" if col in ("rows in", "accepted", "unchanged", "quarantined") else "left")
+    for r in results:
+        note = "skipped: identical file already ingested" if r.skipped else ""
+        t.add_row(r.table, r.source, f"{r.rows_in:,}", f"{r.accepted:,}", f"{r.unchanged:,}",
+                  f"[yellow]{r.quarantined:,}[/]" if r.quarantined else "0", note)
+    console.print(t)
+    if any(r.quarantined for r in results):
+        console.print("quarantined rows: [bold]shoplens quarantine[/] lists them with line, field, expected and found")
+
+
+def _print_summary(summary: Any) -> None:
+    _print_ingest(summary.ingest)
+    b = summary.build
+    console.print(f"snapshot [bold]{b.snapshot_id}[/] built in {b.seconds:.1f}s: {b.n_customers:,} customers, as of {b.as_of}")
+    t = Table(title="RFM segments")
+    for col in ("segment", "细分", "customers", "mean spend"):
+        t.add_column(col)
+    for seg, zh, n, spend in summary.segments:
+        t.add_row(seg, zh, f"{n:,}", f"{spend:,.2f}")
+    console.print(t)
+    if summary.top_categories:
+        console.print("top categories by spend: " + ", ".join(f"{c} {v:,.0f}" for c, v in summary.top_categories))
+    if summary.example_customer:
+        cfg_path = summary.folder / "shoplens.toml"
+        console.print(f"try: [bold]shoplens profile {summary.example_customer} --json --config {cfg_path}[/]")
+
+
+@app.command()
+def init(folder: Annotated[Path, typer.Argument(help="Folder to initialise.")] = Path(".")) -> None:
+    """Write a starter shoplens.toml and a secret key (kept outside the data store)."""
+    from shoplens.config import config_from_dict
+    from shoplens.privacy import load_keys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "shoplens.toml"
+    if target.exists():
+        raise ShopLensError(f"{target} exists already; edit it or remove it first")
+    target.write_text(STARTER_CONFIG, encoding="utf-8")
+    cfg = config_from_dict({}, folder)
+    key = cfg.resolve(cfg.privacy.key_file)
+    load_keys(cfg.privacy.key_env, key, create=True)
+    console.print(f"wrote {target} and secret key {key} (mode 600; back it up, never commit it)")
+
+
+@app.command("ingest")
+def ingest_cmd(config: ConfigOpt = DEFAULT_CONFIG, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Validate, de-identify and store every configured source; quarantine bad rows."""
+    from shoplens.ingest import ingest
+    from shoplens.ingest.pipeline import dumps
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.open(cfg.store_path, timezone=cfg.defaults.timezone) as store, _progress() as (on_rows, _s):
+        results = ingest(cfg, store, on_rows, create_key=True)
+    if as_json:
+        print(dumps(results))
+    else:
+        _print_ingest(results)
+
+
+@app.command()
+def quarantine(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    table: Annotated[str | None, typer.Option(help="Only this table.")] = None,
+    limit: Annotated[int, typer.Option(help="How many rows to show.")] = 20,
+) -> None:
+    """List quarantined input rows: source, line, field, expected and found."""
+    from shoplens.ingest import quarantine_report
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.open(cfg.store_path, read_only=True) as store:
+        rows = quarantine_report(store, limit, table)
+    t = Table(title=f"quarantine (latest {limit})")
+    for col in ("table", "source", "line", "field", "expected", "found", "reason"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r["table"]), str(r["source"]), str(r["line"]), str(r["field"]), str(r["expected"]), str(r["found"]), str(r["reason"]))
+    console.print(t)
+
+
+@app.command("build")
+def build_cmd(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Reference day YYYY-MM-DD (default: from config / data).")] = None,
+) -> None:
+    """Compute per-customer features into a new snapshot; switch to it when complete."""
+    from shoplens.build import build
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    day = _parse_day(as_of)
+    with Store.open(cfg.store_path, timezone=cfg.defaults.timezone) as store, _progress() as (_r, on_step):
+        result = build(cfg, store, day, on_step)
+    console.print(f"snapshot {result.snapshot_id} complete: {result.n_customers:,} customers as of {result.as_of} ({result.seconds:.1f}s)")
+
+
+def _parse_day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise ShopLensError(f"--as-of: expected a date YYYY-MM-DD, found '{text}'") from None
+
+
+@app.command()
+def status(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Show table sizes, ingests and snapshots."""
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.open(cfg.store_path, read_only=True) as store:
+        counts = store.counts()
+        snaps = store.con.execute(
+            "SELECT snapshot_id, status, finished_at, as_of, n_customers FROM snapshots ORDER BY snapshot_id DESC LIMIT 10"
+        ).fetchall()
+        current = store.current_snapshot()
+    console.print(f"store {cfg.store_path}")
+    console.print("  " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    t = Table(title="snapshots")
+    for col in ("id", "status", "finished", "as of", "customers"):
+        t.add_column(col)
+    for sid, st, fin, aso, n in snaps:
+        t.add_row(f"{sid}{' (current)' if sid == current else ''}", st, str(fin or ""), str(aso), f"{n or 0:,}")
+    console.print(t)
+
+
+@app.command()
+def profile(
+    customer_id: Annotated[str, typer.Argument(help="Pseudonymised id (c_...) or, with the secret key, the shop's own id.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the profile document as JSON.")] = False,
+) -> None:
+    """Print what is known about one customer."""
+    from shoplens.errors import ConfigError
+    from shoplens.ingest.pipeline import keys_for
+    from shoplens.profiles import get_profile
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    try:
+        keys = keys_for(cfg)
+    except ConfigError:
+        keys = None
+    with Store.open(cfg.store_path, read_only=True) as store:
+        doc = get_profile(store, customer_id, keys)
+    if as_json:
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        return
+    console.print_json(json.dumps(doc, ensure_ascii=False))
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the real data sets that can be loaded offline."""
+    from shoplens.datasets.public import DATASETS
+
+    t = Table(title="data sets")
+    for col in ("name", "package", "what"):
+        t.add_column(col)
+    for d in DATASETS.values():
+        t.add_row(d.name, d.package, d.description)
+    console.print(t)
+
+
+@datasets_app.command("load")
+def datasets_load(
+    name: Annotated[str, typer.Argument(help="cdnow, cdnow-sample, instacart or movielens.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the files and the store (default data/NAME).")] = None,
+) -> None:
+    """Export a data set as canonical files + shoplens.toml, then ingest and build it."""
+    from shoplens.jobs import load_dataset
+
+    with _progress() as (on_rows, on_step):
+        summary = load_dataset(name, out or Path("data") / name, on_rows, on_step)
+    _print_summary(summary)
+
+
+@app.command("demo-data")
+def demo_data(
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo"),
+) -> None:
+    """Generate the demo shop's source files (real review texts, generated behaviour)."""
+    from shoplens.datasets.demo import generate
+
+    with err_console.status("generating demo shop"):
+        result = generate(out, customers, seed)
+    console.print(f"wrote {out}: " + ", ".join(f"{k} {v:,}" for k, v in result.counts.items()))
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    out: Annotated[Path, typer.Option(help="Folder for the demo shop and its store.")] = Path("demo"),
+    fresh: Annotated[bool, typer.Option(help="Regenerate the files and start a new store.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """The main job: generate (once) the demo shop, ingest it, build profiles, print a summary."""
+    from shoplens.jobs import run_demo
+
+    with _progress() as (on_rows, on_step):
+        summary = run_demo(out, customers, seed, fresh, on_rows, on_step,
+                           on_generate=lambda f: err_console.print(f"generated demo shop in {f}"))
+    if as_json:
+        print(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_summary(summary)
+
+
+STARTER_CONFIG = """\
+# ShopLens configuration. Reference: docs/configuration.md
+[store]
+path = "shoplens.duckdb"
+
+[defaults]
+timezone = "Asia/Shanghai"    # naive timestamps are in this zone; stored in it too
+currency = "CNY"              # base currency
+# fx_rates = { USD = 7.1 }    # other currencies converted at ingest
+
+[privacy]
+key_env = "SHOPLENS_SECRET_KEY"
+key_file = ".shoplens/secret.key"
+raw_text = "encrypt"           # or "drop"
+pii = { name = "encrypt", phone = "encrypt", email = "encrypt", address = "drop", id_number = "drop" }
+
+# One [[sources]] block per input. Columns map canonical names to your headers.
+# [[sources]]
+# table = "orders"
+# path = "exports/orders.csv"
+# encoding = "auto"            # utf-8 / gbk / gb18030
+# timestamp_formats = ["%Y/%m/%d %H:%M:%S"]
+# columns = { order_id = "订单号", customer_id = "用户ID", order_ts = "下单时间", amount = "实付金额" }
+"""
+
+
+def main() -> None:
+    """Console entry point: run the app, turning ShopLens errors into clean messages."""
+    try:
+        app(standalone_mode=False)
+    except ShopLensError as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
