@@ -59,25 +59,21 @@ def get_profile(store: Store, ref: str, keys: Keys | None = None) -> dict[str, A
     cid = resolve_customer(store, ref, keys)
     snap = store.require_snapshot()
     s = f"snap_{snap}"
-    cur = store.con.execute(f"SELECT * FROM {s}.customer_features WHERE customer_id = ?", [cid])
-    names = [d[0] for d in cur.description]
-    row = dict(zip(names, cur.fetchone() or (), strict=True))
-    cur = store.con.execute(f"SELECT * FROM {s}.customers WHERE customer_id = ?", [cid])
-    dnames = [d[0] for d in cur.description]
-    demo = dict(zip(dnames, cur.fetchone() or (), strict=True))
-    meta = store.con.execute(
+    row = store.record(f"SELECT * FROM {s}.customer_features WHERE customer_id = ?", [cid])
+    demo = store.record(f"SELECT * FROM {s}.customers WHERE customer_id = ?", [cid])
+    meta = store.one(
         "SELECT snapshot_id, finished_at, as_of, config_hash, last_ingest_id, version FROM snapshots WHERE snapshot_id = ?",
         [snap],
-    ).fetchone()
+    )
     assert meta is not None
     as_of: date = meta[2]
     cats = store.con.execute(
         f"SELECT category, spend, share FROM {s}.customer_category_shares WHERE customer_id = ? ORDER BY rank LIMIT 5",
         [cid],
     ).fetchall()
-    texts = store.con.execute(
+    texts = store.one(
         "SELECT count(*), avg(rating), list(DISTINCT language) FROM texts WHERE customer_id = ?", [cid]
-    ).fetchone()
+    )
     assert texts is not None
     birth = demo.get("birth_year")
     return {

@@ -119,9 +119,21 @@ class Store:
             raise
         self.con.execute("COMMIT")
 
+    def one(self, sql: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
+        """First row of a query (the result is consumed whole, so the connection is free)."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
+
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
-        row = self.con.execute(sql, params or []).fetchone()
+        row = self.one(sql, params)
         return None if row is None else row[0]
+
+    def record(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
+        """First row as a dict of column name -> value (empty when there is none)."""
+        cur = self.con.execute(sql, params or [])
+        names = [d[0] for d in cur.description or []]
+        rows = cur.fetchall()
+        return dict(zip(names, rows[0], strict=True)) if rows else {}
 
     def counts(self) -> dict[str, int]:
         """Rows per canonical table, plus the quarantine."""

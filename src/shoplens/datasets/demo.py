@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -95,7 +96,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
     en_pos, en_neg = english_reviews()
 
     # ---- products
-    products = []
+    products: list[dict[str, Any]] = []
     cat_products: dict[str, list[int]] = {}
     for top, (subs, logp, _en) in CATEGORIES.items():
         for sub in subs:
@@ -109,7 +110,11 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
                 cat_products.setdefault(top, []).append(pid)
     tops = list(CATEGORIES)
 
-    cust_rows, order_rows, item_rows, event_rows, text_rows = [], [], [], [], []
+    cust_rows: list[dict[str, Any]] = []
+    order_rows: list[dict[str, Any]] = []
+    item_rows: list[dict[str, Any]] = []
+    event_rows: list[tuple[str, datetime, str, str | None, str | None, str]] = []
+    text_rows: list[dict[str, Any]] = []
     span_days = (END - START).days
     for i in range(customers):
         english = rng.random() < 0.3
@@ -231,7 +236,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
     return DemoResult(out, counts)
 
 
-def _add_export_faults(rng: np.random.Generator, orders: list[dict[str, object]]) -> None:
+def _add_export_faults(rng: np.random.Generator, orders: list[dict[str, Any]]) -> None:
     """Damage about 0.4% of order rows the way real exports are damaged, so the demo
     shows the quarantine at work: negative amounts, impossible dates, unknown buyers,
     repeated order ids. Each fault is quarantined by ingest, never silently kept."""
@@ -251,7 +256,7 @@ def _add_export_faults(rng: np.random.Generator, orders: list[dict[str, object]]
             orders[int(idx)] = row
 
 
-def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()

