@@ -124,7 +124,7 @@ def pandas_features(
     out["recency_days"] = _days(as_of, f.last_order_at)
     out["frequency"] = frequency
     out["recency"] = recency
-    out["T"] = _days(as_of, f.first_day)
+    out["T"] = _days(as_of - pd.Timedelta(days=1), f.first_day)
     out["monetary_value"] = _div(f.repeat_spend, frequency)
     out["mean_interpurchase_days"] = _div(recency, frequency)
     out["orders_last_90d"] = f.orders_last_90d.fillna(0).astype("int64")

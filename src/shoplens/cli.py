@@ -7,6 +7,7 @@ message and exit code 2, never a stack trace.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -104,6 +106,9 @@ def init(folder: Annotated[Path, typer.Argument(help="Folder to initialise.")] =
     target.write_text(STARTER_CONFIG, encoding="utf-8")
     cfg = config_from_dict({}, folder)
     key = cfg.resolve(cfg.privacy.key_file)
+    if os.environ.get(cfg.privacy.key_env):
+        console.print(f"wrote {target}; the secret key comes from ${cfg.privacy.key_env}")
+        return
     load_keys(cfg.privacy.key_env, key, create=True)
     console.print(f"wrote {target} and secret key {key} (mode 600; back it up, never commit it)")
 
@@ -308,7 +313,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except ShopLensError as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         sys.exit(130)

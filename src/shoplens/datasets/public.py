@@ -60,8 +60,8 @@ def _config(sources: list[tuple[str, str, list[str]]], currency: str = "USD", tz
 def _cdnow(out: Path, sample: bool) -> None:
     fname = "CDNOW_sample.txt" if sample else "CDNOW_master.txt"
     path = package_file("lifetimes", f"lifetimes/datasets/{fname}")
-    if sample:  # sample layout: new id, original id, date, cds, dollars
-        df = pd.read_csv(path, sep=r"\s+", header=None, names=["customer_id", "orig", "date", "cds", "dollars"], dtype=str)
+    if sample:  # sample layout: original id, sample id (0001..2357, as in the BTYD literature), date, cds, dollars
+        df = pd.read_csv(path, sep=r"\s+", header=None, names=["orig", "customer_id", "date", "cds", "dollars"], dtype=str)
     else:
         df = pd.read_csv(path, sep=r"\s+", header=0, names=["customer_id", "date", "cds", "dollars"], dtype=str)
     df["order_id"] = "cd" + pd.Series(np.arange(1, len(df) + 1), index=df.index).astype(str)

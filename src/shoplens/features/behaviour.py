@@ -94,6 +94,8 @@ def behaviour_features(t: Tables, as_of: datetime, rules: list[RfmRule]) -> tupl
     Returns ``(features, category_shares)``; run them on any Ibis backend.
     """
     as_of_lit = ibis.literal(as_of, type="timestamp")
+    # BTYD: T runs from the first purchase day to the last observed day (as_of - 1 day)
+    obs_end = ibis.literal(as_of - timedelta(days=1), type="timestamp")
     orders = t.orders.filter(t.orders.order_ts < as_of)
     orders = orders.mutate(amount_f=orders.amount.cast("float64"), discount_f=orders.discount.cast("float64"))
     paid = orders.filter(orders.status == "paid")
@@ -187,7 +189,7 @@ def behaviour_features(t: Tables, as_of: datetime, rules: list[RfmRule]) -> tupl
         recency_days=_days(as_of_lit, f.last_order_at),
         frequency=frequency,
         recency=recency,
-        T=_days(as_of_lit, f.first_day),
+        T=_days(obs_end, f.first_day),
         monetary_value=_safe_div(f.repeat_spend, frequency),
         mean_interpurchase_days=_safe_div(recency, frequency),
         orders_last_90d=f.orders_last_90d.fill_null(0),
