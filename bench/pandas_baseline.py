@@ -117,7 +117,7 @@ def pandas_features(
     out["tenure_days"] = _days(as_of, f.signup_at.fillna(f.first_order_at))
     out["n_orders"] = f.n_orders.fillna(0).astype("int64")
     out["n_orders_all"] = f.n_orders_all.fillna(0).astype("int64")
-    out["total_spend"] = f.total_spend.fillna(0.0)
+    out["total_spend"] = f.total_spend.fillna(0.0).round(2)
     out["aov"] = _div(f.total_spend, f.n_orders)
     out["first_order_at"] = f.first_order_at
     out["last_order_at"] = f.last_order_at
@@ -128,7 +128,7 @@ def pandas_features(
     out["monetary_value"] = _div(f.repeat_spend, frequency)
     out["mean_interpurchase_days"] = _div(recency, frequency)
     out["orders_last_90d"] = f.orders_last_90d.fillna(0).astype("int64")
-    out["spend_last_90d"] = f.spend_last_90d.fillna(0.0)
+    out["spend_last_90d"] = f.spend_last_90d.fillna(0.0).round(2)
     buyer = out.n_orders > 0
     out["r_score"] = _score(out.recency_days, buyer, descending=True)
     out["f_score"] = _score(out.n_orders.astype(float), buyer)
@@ -155,3 +155,28 @@ def pandas_features(
     out["view_to_buy_rate"] = _div(f.n_viewed_bought, f.n_viewed_products)
     out["cart_to_order_rate"] = _div(f.n_orders, f.n_cart_adds)
     return out.reset_index()
+
+
+def differing_columns(ours: pd.DataFrame, ref: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Columns where two feature tables (keyed by customer_id) disagree; [] when equal.
+
+    Numbers are compared with a relative tolerance of 1e-9, timestamps and labels exactly;
+    missing values must be missing on both sides.
+    """
+    a = ours.set_index("customer_id").sort_index()
+    b = ref.set_index("customer_id").sort_index()
+    if list(a.index) != list(b.index):
+        return ["customer_id"]
+    bad = []
+    for col in columns:
+        x, y = a[col], b[col]
+        if pd.api.types.is_datetime64_any_dtype(x) or pd.api.types.is_datetime64_any_dtype(y):
+            same = (pd.to_datetime(x).isna() == pd.to_datetime(y).isna()).all() and (
+                pd.to_datetime(x).dropna() == pd.to_datetime(y).dropna()).all()
+        elif pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+            same = np.allclose(x.astype(float), y.astype(float), rtol=1e-9, atol=1e-6, equal_nan=True)
+        else:
+            same = (x.isna() == y.isna()).all() and (x.dropna().astype(str) == y.dropna().astype(str)).all()
+        if not same:
+            bad.append(col)
+    return bad

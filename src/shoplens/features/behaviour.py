@@ -108,14 +108,14 @@ def behaviour_features(t: Tables, as_of: datetime, rules: list[RfmRule]) -> tupl
     )
     money = paid.group_by("customer_id").aggregate(
         n_orders=paid.count(),
-        total_spend=paid.amount_f.sum(),
+        total_spend=paid.amount_f.sum().round(2),  # cents: sums in any order then agree
         total_discount=paid.discount_f.sum(),
         n_discounted=_count_if(paid.discount_f > 0),
         discounted_spend=(paid.discount_f > 0).ifelse(paid.amount_f, 0.0).sum(),
         first_order_at=paid.order_ts.min(),
         last_order_at=paid.order_ts.max(),
         orders_last_90d=_count_if(paid.order_ts >= since_90),
-        spend_last_90d=(paid.order_ts >= since_90).ifelse(paid.amount_f, 0.0).sum(),
+        spend_last_90d=(paid.order_ts >= since_90).ifelse(paid.amount_f, 0.0).sum().round(2),
     )
     # BTYD convention: purchases on the same day are one purchase; time in days
     daily = paid.group_by(["customer_id", paid.order_ts.truncate("D").name("day")]).aggregate(
