@@ -42,3 +42,10 @@ def test_bad_toml_is_reported(tmp_path: Path) -> None:
 def test_fx_rates_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="rates must be > 0"):
         config_from_dict({"defaults": {"fx_rates": {"USD": 0}}}, tmp_path)
+
+
+def test_missing_optional_dependency_says_what_to_install() -> None:
+    from shoplens.errors import MissingDependencyError, require
+
+    with pytest.raises(MissingDependencyError, match=r"pip install 'shoplens\[spark\]'"):
+        require("no_such_module_for_shoplens", "spark")

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from test_features import assert_same_features
 
-from shoplens.features import Tables, behaviour_features
 from shoplens.features.rfm import load_rules
+from shoplens.features.spark import TABLE_NAMES as TABLES
+from shoplens.features.spark import spark_backend, spark_features
 from shoplens.jobs import Summary
 from shoplens.store import Store
-
-TABLES = ("customers", "orders", "order_items", "products", "events")
 
 
 def _pyspark():
@@ -48,19 +48,16 @@ def spark() -> Iterator[object]:
 
 
 @pytest.mark.spark
-def test_features_on_spark_equal_duckdb(demo_shop: Summary, spark: object) -> None:
-    import ibis
-
-    backend = ibis.pyspark.connect(spark)
+def test_features_on_spark_equal_duckdb(demo_shop: Summary, spark: object, tmp_path: Path) -> None:
+    backend = spark_backend(spark)
+    parquet = {}
     with Store.open(demo_shop.folder / "shoplens.duckdb", read_only=True) as st:
         duck = st.con.execute(f"SELECT * FROM snap_{demo_shop.build.snapshot_id}.customer_features").df()
-        source = st.ibis()
-        for name in TABLES:
-            data = source.table(name).drop("_ingest_id", "_line", "_row_hash").to_pyarrow()
-            backend.create_view(name, ibis.memtable(data), overwrite=True)
-    tables = Tables(*(backend.table(n) for n in TABLES))
+        for name in TABLES:  # the canonical tables, exported as Parquet for Spark to read
+            parquet[name] = str(tmp_path / f"{name}.parquet")
+            st.con.execute(f"COPY (SELECT * EXCLUDE (_ingest_id, _line, _row_hash) FROM {name}) TO '{parquet[name]}' (FORMAT parquet)")
     as_of = pd.Timestamp(demo_shop.build.as_of).to_pydatetime()
-    features, categories = behaviour_features(tables, as_of, load_rules())
+    features, categories = spark_features(backend, parquet, as_of, load_rules())
     on_spark = backend.execute(features)
     assert len(on_spark) == demo_shop.build.n_customers
     assert_same_features(duck, on_spark)

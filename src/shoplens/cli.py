@@ -73,7 +73,7 @@ def _print_ingest(results: list[Any]) -> None:
                   f"[yellow]{r.quarantined:,}[/]" if r.quarantined else "0", note)
     console.print(t)
     if any(r.quarantined for r in results):
-        console.print("quarantined rows: [bold]shoplens quarantine[/] lists them with line, field, expected and found")
+        console.print("quarantined rows: [bold]shoplens quarantine[/] lists them with line, field, expected and found", soft_wrap=True)
 
 
 def _print_summary(summary: Any) -> None:
@@ -90,7 +90,7 @@ def _print_summary(summary: Any) -> None:
         console.print("top categories by spend: " + ", ".join(f"{c} {v:,.0f}" for c, v in summary.top_categories))
     if summary.example_customer:
         cfg_path = summary.folder / "shoplens.toml"
-        console.print(f"try: [bold]shoplens profile {summary.example_customer} --json --config {cfg_path}[/]")
+        console.print(f"try: [bold]shoplens profile {summary.example_customer} --json --config {cfg_path}[/]", soft_wrap=True)
 
 
 @app.command()
