@@ -33,7 +33,7 @@ def store_for() -> Iterator[callable]:  # type: ignore[valid-type]
     opened: list[Store] = []
 
     def _open(cfg: Config) -> Store:
-        st = Store.open(cfg.store_path, timezone=cfg.defaults.timezone)
+        st = Store.for_config(cfg)
         opened.append(st)
         return st
 

@@ -67,7 +67,7 @@ SOURCES = "".join(f'[[sources]]\ntable = "{n}"\npath = "{n}.csv"\n' for n in ("c
 
 def test_hand_computed_features(tmp_path: Path) -> None:
     cfg = write_shop(tmp_path, TINY, SOURCES)
-    with Store.open(cfg.store_path, timezone=cfg.defaults.timezone) as st:
+    with Store.for_config(cfg) as st:
         res = ingest(cfg, st)
         assert [r.quarantined for r in res] == [0, 0, 0, 0, 1]  # event on unknown product p3x is an orphan
         b = build(cfg, st, as_of=date(2024, 4, 10))

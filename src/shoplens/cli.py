@@ -121,7 +121,7 @@ def ingest_cmd(config: ConfigOpt = DEFAULT_CONFIG, as_json: Annotated[bool, type
     from shoplens.store import Store
 
     cfg = _load(config)
-    with Store.open(cfg.store_path, timezone=cfg.defaults.timezone) as store, _progress() as (on_rows, _s):
+    with Store.for_config(cfg) as store, _progress() as (on_rows, _s):
         results = ingest(cfg, store, on_rows, create_key=True)
     if as_json:
         print(dumps(results))
@@ -140,7 +140,7 @@ def quarantine(
     from shoplens.store import Store
 
     cfg = _load(config)
-    with Store.open(cfg.store_path, read_only=True) as store:
+    with Store.for_config(cfg, read_only=True) as store:
         rows = quarantine_report(store, limit, table)
     t = Table(title=f"quarantine (latest {limit})")
     for col in ("table", "source", "line", "field", "expected", "found", "reason"):
@@ -161,7 +161,7 @@ def build_cmd(
 
     cfg = _load(config)
     day = _parse_day(as_of)
-    with Store.open(cfg.store_path, timezone=cfg.defaults.timezone) as store, _progress() as (_r, on_step):
+    with Store.for_config(cfg) as store, _progress() as (_r, on_step):
         result = build(cfg, store, day, on_step)
     console.print(f"snapshot {result.snapshot_id} complete: {result.n_customers:,} customers as of {result.as_of} ({result.seconds:.1f}s)")
 
@@ -181,7 +181,7 @@ def status(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     from shoplens.store import Store
 
     cfg = _load(config)
-    with Store.open(cfg.store_path, read_only=True) as store:
+    with Store.for_config(cfg, read_only=True) as store:
         counts = store.counts()
         snaps = store.con.execute(
             "SELECT snapshot_id, status, finished_at, as_of, n_customers FROM snapshots ORDER BY snapshot_id DESC LIMIT 10"
@@ -214,7 +214,7 @@ def profile(
         keys = keys_for(cfg)
     except ConfigError:
         keys = None
-    with Store.open(cfg.store_path, read_only=True) as store:
+    with Store.for_config(cfg, read_only=True) as store:
         doc = get_profile(store, customer_id, keys)
     if as_json:
         print(json.dumps(doc, ensure_ascii=False, indent=2))

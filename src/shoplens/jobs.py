@@ -65,7 +65,7 @@ def ingest_and_build(
     cfg: Config, progress: Progress | None = None, on_step: Step | None = None, create_key: bool = True
 ) -> Summary:
     """Ingest every source of ``cfg`` and build a new snapshot."""
-    with Store.open(cfg.store_path, timezone=cfg.defaults.timezone) as store:
+    with Store.for_config(cfg) as store:
         results = ingest(cfg, store, progress, create_key=create_key)
         built = build(cfg, store, on_step=on_step)
         return summarise(store, cfg.root, results, built)

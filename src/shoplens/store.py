@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from shoplens.config import Config
 from shoplens.errors import StoreError
 from shoplens.schema import DUCKDB_TYPES, INGEST_ORDER, TABLES
 
@@ -56,10 +57,13 @@ def _table_ddl(name: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(cols)})"
 
 
-def tune(con: duckdb.DuckDBPyConnection) -> None:
+def tune(con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> None:
     """Session settings for bulk work: results need no insertion order, which lets
-    DuckDB stream aggregations and joins with less memory."""
+    DuckDB stream aggregations and joins with less memory; beyond ``memory_limit`` it
+    spills to disk instead of growing."""
     con.execute("SET preserve_insertion_order = false")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
 
 
 class Store:
@@ -84,7 +88,9 @@ class Store:
         return backend
 
     @classmethod
-    def open(cls, path: str | Path, read_only: bool = False, timezone: str = "UTC") -> Store:
+    def open(
+        cls, path: str | Path, read_only: bool = False, timezone: str = "UTC", memory_limit: str | None = None
+    ) -> Store:
         p = str(path)
         if read_only and p != ":memory:" and not Path(p).exists():
             raise StoreError(f"no store at {p}: run 'shoplens ingest' or 'shoplens demo' first")
@@ -95,11 +101,16 @@ class Store:
         except duckdb.IOException as err:
             raise StoreError(f"cannot open store {p}: {err}") from None
         con.execute(f"SET TimeZone = '{timezone}'")
-        tune(con)
+        tune(con, memory_limit)
         store = cls(con, p, timezone)
         if not read_only:
             store._ensure_schema()
         return store
+
+    @classmethod
+    def for_config(cls, cfg: Config, read_only: bool = False) -> Store:
+        """Open the store a config names, with its time zone and memory limit."""
+        return cls.open(cfg.store_path, read_only, cfg.defaults.timezone, cfg.store.memory_limit)
 
     def _ensure_schema(self) -> None:
         self.con.execute(_META_DDL)

@@ -213,7 +213,7 @@ def _store_staged(con: duckdb.DuckDBPyConnection, tbl: Table, stage: str, ingest
     keep = "_err_field IS NULL AND NOT _unchanged"
     stored = ", ".join(q(c.name) for c in tbl.stored_columns)
     con.execute(
-        f"INSERT INTO {tbl.name} SELECT {stored}, ?, _line, _row_hash FROM _classified WHERE {keep} ORDER BY _row",
+        f"INSERT INTO {tbl.name} SELECT {stored}, ?, _line, _row_hash FROM _classified WHERE {keep}",
         [ingest_id],
     )
     if tbl.name == "customers":
