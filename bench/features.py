@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pandas_baseline import differing_columns, pandas_features  # noqa: E402
 
+from shoplens.config import StoreConfig  # noqa: E402
 from shoplens.features import Tables, behaviour_features  # noqa: E402
 from shoplens.features.rfm import load_rules  # noqa: E402
 from shoplens.store import tune  # noqa: E402
@@ -113,13 +114,13 @@ class PeakRss:
 NAMES = ("customers", "orders", "order_items", "products", "events")
 
 
-def run_ours(folder: Path) -> tuple[float, int, pd.DataFrame]:
+def run_ours(folder: Path, memory_limit: str) -> tuple[float, int, pd.DataFrame]:
     import ibis
 
     with PeakRss() as mem:
         t0 = time.perf_counter()
         con = duckdb.connect()
-        tune(con)
+        tune(con, memory_limit)
         for n in NAMES:
             con.execute(f"CREATE VIEW {n} AS SELECT * FROM read_parquet('{folder / (n + '.parquet')}')")
         backend = ibis.duckdb.from_connection(con)
@@ -147,6 +148,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orders", type=int, default=10_000_000)
     ap.add_argument("--customers", type=int, default=1_000_000)
+    ap.add_argument("--memory-limit", default=StoreConfig().memory_limit, help="DuckDB memory limit (default: as `shoplens build`)")
+    ap.add_argument("--only-ours", action="store_true", help="skip the pandas baseline (no ratio)")
     args = ap.parse_args()
     folder = Path(__file__).resolve().parent / ".cache" / f"orders{args.orders}_customers{args.customers}"
     if not (folder / "events.parquet").exists():
@@ -154,8 +157,10 @@ def main() -> None:
         generate(folder, args.orders, args.customers)
         print(f"generated data in {time.perf_counter() - t0:.1f}s -> {folder}")
     print(f"{args.orders:,} orders, {args.customers:,} customers, {args.orders // 2:,} events, {psutil.cpu_count()} cores")
-    ours_s, ours_rss, ours = run_ours(folder)
-    print(f"shoplens (Ibis -> DuckDB): {ours_s:8.2f} s   peak RSS {ours_rss / 2**30:5.2f} GiB")
+    ours_s, ours_rss, ours = run_ours(folder, args.memory_limit)
+    print(f"shoplens (Ibis -> DuckDB, memory_limit {args.memory_limit}): {ours_s:8.2f} s   peak RSS {ours_rss / 2**30:5.2f} GiB")
+    if args.only_ours:
+        return
     gc.collect()
     pd_s, pd_rss, ref = run_pandas(folder)
     print(f"pandas groupby baseline:   {pd_s:8.2f} s   peak RSS {pd_rss / 2**30:5.2f} GiB")

@@ -153,7 +153,7 @@ def pandas_features(
     for c in ("n_events", "n_views", "n_searches", "n_cart_adds", "n_favorites", "n_sessions", "events_last_30d"):
         out[c] = f[c].fillna(0).astype("int64")
     out["view_to_buy_rate"] = _div(f.n_viewed_bought, f.n_viewed_products)
-    out["cart_to_order_rate"] = _div(f.n_orders, f.n_cart_adds)
+    out["cart_to_order_rate"] = _div(f.n_orders.fillna(0), f.n_cart_adds)
     return out.reset_index()
 
 

@@ -60,6 +60,7 @@ TINY = {
         A,2024-02-28 09:06:00,view,p3x,s1
         A,2024-02-29 09:00:00,cart,p1,s2
         B,2024-03-20 23:00:00,search,,s3
+        N,2024-02-02 10:00:00,cart,p1,s9
         """,
 }
 SOURCES = "".join(f'[[sources]]\ntable = "{n}"\npath = "{n}.csv"\n' for n in ("customers", "products", "orders", "order_items", "events"))
@@ -92,7 +93,8 @@ def test_hand_computed_features(tmp_path: Path) -> None:
     assert b_row.peak_hour == 23 and b_row.night_share == 1.0 and b_row.n_searches == 1
     n_row = df[df.n_orders_all == 0].iloc[0]
     assert n_row.rfm_segment == "No purchase" and pd.isna(n_row.r_score) and n_row.total_spend == 0
-    assert pd.isna(n_row.recency_days) and n_row.n_events == 0
+    assert pd.isna(n_row.recency_days) and n_row.n_events == 1
+    assert n_row.cart_to_order_rate == 0 and pd.isna(b_row.cart_to_order_rate)  # cart adds but no order: 0
     assert a.r_score == 5 and b_row.r_score == 1  # A bought most recently (percent rank among buyers)
     assert len(cats) == 3
 

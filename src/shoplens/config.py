@@ -82,7 +82,7 @@ class StoreConfig(_Strict):
     path: str = "shoplens.duckdb"
     keep_snapshots: int = Field(default=3, ge=1)
     # DuckDB spills to <path>.tmp/ beyond this, so ingesting or building 10M rows stays bounded
-    memory_limit: str = Field(default="2GB", pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+    memory_limit: str = Field(default="4GB", pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 
 
 class DefaultsConfig(_Strict):

@@ -101,21 +101,23 @@ def behaviour_features(t: Tables, as_of: datetime, rules: list[RfmRule]) -> tupl
     paid = orders.filter(orders.status == "paid")
     since_90 = as_of - timedelta(days=90)
 
-    status = orders.group_by("customer_id").aggregate(
+    is_paid = orders.status == "paid"
+    disc = is_paid & (orders.discount_f > 0)
+    recent = is_paid & (orders.order_ts >= since_90)
+    # one pass over the orders: conditional aggregates for every status
+    money = orders.group_by("customer_id").aggregate(
         n_orders_all=orders.count(),
         n_cancelled=_count_if(orders.status == "cancelled"),
         n_returned=_count_if(orders.status == "returned"),
-    )
-    money = paid.group_by("customer_id").aggregate(
-        n_orders=paid.count(),
-        total_spend=paid.amount_f.sum().round(2),  # cents: sums in any order then agree
-        total_discount=paid.discount_f.sum(),
-        n_discounted=_count_if(paid.discount_f > 0),
-        discounted_spend=(paid.discount_f > 0).ifelse(paid.amount_f, 0.0).sum(),
-        first_order_at=paid.order_ts.min(),
-        last_order_at=paid.order_ts.max(),
-        orders_last_90d=_count_if(paid.order_ts >= since_90),
-        spend_last_90d=(paid.order_ts >= since_90).ifelse(paid.amount_f, 0.0).sum().round(2),
+        n_orders=_count_if(is_paid),
+        total_spend=orders.amount_f.sum(where=is_paid).round(2),  # cents: sums in any order then agree
+        total_discount=orders.discount_f.sum(where=is_paid),
+        n_discounted=_count_if(disc),
+        discounted_spend=orders.amount_f.sum(where=disc).fill_null(0.0),
+        first_order_at=orders.order_ts.min(where=is_paid),
+        last_order_at=orders.order_ts.max(where=is_paid),
+        orders_last_90d=_count_if(recent),
+        spend_last_90d=orders.amount_f.sum(where=recent).round(2),
     )
     # BTYD convention: purchases on the same day are one purchase; time in days
     daily = paid.group_by(["customer_id", paid.order_ts.truncate("D").name("day")]).aggregate(
@@ -172,7 +174,7 @@ def behaviour_features(t: Tables, as_of: datetime, rules: list[RfmRule]) -> tupl
 
     c = t.customers.select("customer_id", "signup_at")
     f = c
-    for part in (status, money, btyd, top, ncat, rhythm, hours, days, evagg, conv):
+    for part in (money, btyd, top, ncat, rhythm, hours, days, evagg, conv):
         f = f.left_join(part, "customer_id").drop("customer_id_right")
 
     n_days = f.n_days.fill_null(0)
@@ -210,7 +212,7 @@ def behaviour_features(t: Tables, as_of: datetime, rules: list[RfmRule]) -> tupl
         n_sessions=f.n_sessions.fill_null(0),
         events_last_30d=f.events_last_30d.fill_null(0),
         view_to_buy_rate=_safe_div(f.n_viewed_bought, f.n_viewed_products),
-        cart_to_order_rate=_safe_div(f.n_orders, f.n_cart_adds),
+        cart_to_order_rate=_safe_div(f.n_orders.fill_null(0), f.n_cart_adds),
         _buyer=buyer,
     )
     f = _rfm_scores(f, rules)
