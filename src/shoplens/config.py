@@ -101,7 +101,6 @@ class DefaultsConfig(_Strict):
 
 class FeaturesConfig(_Strict):
     as_of: date | Literal["auto"] = "auto"  # auto: the day after the last order or event
-    top_categories: int = Field(default=30, ge=1, le=200)
     rfm_rules: str = "default"  # "default" or a path to a TOML file of rules
 
 
