@@ -26,6 +26,8 @@ from shoplens.errors import ShopLensError
 app = typer.Typer(help="ShopLens: e-commerce customer profiles (用户画像), offline.", no_args_is_help=True, add_completion=False)
 datasets_app = typer.Typer(help="Real public data sets shipped in registry packages.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+evaluate_app = typer.Typer(help="Validation on real public data.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -246,6 +248,40 @@ def datasets_load(
     with _progress() as (on_rows, on_step):
         summary = load_dataset(name, out or Path("data") / name, on_rows, on_step)
     _print_summary(summary)
+
+
+@evaluate_app.command("predictions")
+def evaluate_predictions_cmd(
+    dataset: Annotated[str, typer.Option(help="Data set: cdnow (the 2,357-customer BTYD sample).")] = "cdnow",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tables as JSON.")] = False,
+) -> None:
+    """CLV parameters vs published, holdout by frequency, propensity metrics vs baselines."""
+    from shoplens.models.evaluate import evaluate_predictions
+
+    with err_console.status(f"evaluating predictions on {dataset}"):
+        ev = evaluate_predictions(dataset)
+    if as_json:
+        print(json.dumps(ev.as_dict(), default=str, indent=2))
+        return
+    _print_frame("BG/NBD and Gamma-Gamma parameters", ev.params, 4)
+    _print_frame("holdout purchases per customer by calibration repeat purchases", ev.holdout, 3)
+    t = ev.totals
+    for name in ("bg_nbd", "corrected_mean", "corrected_point"):
+        console.print(f"{name:>16}: total {t[name]:8.1f} ({100 * (t[name] / t['actual'] - 1):+.1f}% vs actual {t['actual']:.0f}), "
+                      f"per-customer MAE {t['mae_' + name]:.4f}", soft_wrap=True)
+    _print_frame("purchase propensity (cross-validated means)", ev.classifier, 4)
+    for note in ev.notes:
+        console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+
+
+def _print_frame(title: str, frame: Any, digits: int) -> None:
+    t = Table(title=title)
+    t.add_column(str(frame.index.name or ""))
+    for col in frame.columns:
+        t.add_column(str(col), justify="right")
+    for idx, row in frame.iterrows():
+        t.add_row(str(idx), *("" if v != v else f"{v:,.0f}" if float(v).is_integer() and abs(v) > 100 else f"{v:,.{digits}f}" for v in row))
+    console.print(t)
 
 
 @app.command("demo-data")

@@ -7,6 +7,8 @@ exit code 2 instead of a stack trace.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ShopLensError(Exception):
     """Base class: a problem the user can fix, described in words."""
@@ -42,7 +44,7 @@ class MissingDependencyError(ShopLensError):
     http_status = 501
 
 
-def require(module: str, extra: str) -> object:
+def require(module: str, extra: str) -> Any:
     """Import an optional module or raise an error that says how to install it.
 
     >>> require("json", "core")  # doctest: +ELLIPSIS

@@ -88,6 +88,42 @@ def category_spend(t: Tables, as_of: datetime) -> ir.Table:
     return per.select(*CATEGORY_COLUMNS)
 
 
+def purchase_days(orders: ir.Table, as_of: datetime) -> ir.Table:
+    """Per buyer: distinct purchase days, first and last day, spend on repeat days.
+
+    BTYD convention: purchases on the same day are one purchase.
+    """
+    paid = orders.filter((orders.status == "paid") & (orders.order_ts < as_of))
+    paid = paid.mutate(amount_f=paid.amount.cast("float64"))
+    daily = paid.group_by(["customer_id", paid.order_ts.truncate("D").name("day")]).aggregate(
+        spend=paid.amount_f.sum()
+    )
+    daily = daily.mutate(
+        day_idx=ibis.row_number().over(ibis.window(group_by="customer_id", order_by="day"))
+    )
+    return daily.group_by("customer_id").aggregate(
+        n_days=daily.count(),
+        first_day=daily.day.min(),
+        last_day=daily.day.max(),
+        repeat_spend=(daily.day_idx > 0).ifelse(daily.spend, 0.0).sum(),
+    )
+
+
+def btyd_summary(orders: ir.Table, as_of: datetime) -> ir.Table:
+    """``customer_id, frequency, recency, T, monetary_value`` (days) of every buyer as of
+    ``as_of``, in the convention of lifetimes / PyMC-Marketing ``rfm_summary``."""
+    d = purchase_days(orders, as_of)
+    obs_end = ibis.literal(as_of - timedelta(days=1), type="timestamp")
+    frequency = d.n_days - 1
+    return d.select(
+        "customer_id",
+        frequency=frequency,
+        recency=_days(d.last_day, d.first_day),
+        T=_days(obs_end, d.first_day),
+        monetary_value=_safe_div(d.repeat_spend, frequency),
+    )
+
+
 def behaviour_features(t: Tables, as_of: datetime, rules: list[RfmRule]) -> tuple[ir.Table, ir.Table]:
     """Per-customer behavioural features and category shares as of ``as_of`` (exclusive).
 
@@ -120,18 +156,7 @@ def behaviour_features(t: Tables, as_of: datetime, rules: list[RfmRule]) -> tupl
         spend_last_90d=orders.amount_f.sum(where=recent).round(2),
     )
     # BTYD convention: purchases on the same day are one purchase; time in days
-    daily = paid.group_by(["customer_id", paid.order_ts.truncate("D").name("day")]).aggregate(
-        spend=paid.amount_f.sum()
-    )
-    daily = daily.mutate(
-        day_idx=ibis.row_number().over(ibis.window(group_by="customer_id", order_by="day"))
-    )
-    btyd = daily.group_by("customer_id").aggregate(
-        n_days=daily.count(),
-        first_day=daily.day.min(),
-        last_day=daily.day.max(),
-        repeat_spend=(daily.day_idx > 0).ifelse(daily.spend, 0.0).sum(),
-    )
+    btyd = purchase_days(t.orders, as_of)
 
     cats = category_spend(t, as_of)
     top = cats.filter(cats["rank"] == 0).select(
