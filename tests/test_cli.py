@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shoplens.jobs import Summary
 
 
@@ -31,6 +33,10 @@ def test_demo_then_profile_json(tmp_path: Path) -> None:
     doc = json.loads(prof.stdout)
     assert doc["customer_id"] == cid and doc["behaviour"]["rfm"]["n_orders"] >= 1
     assert doc["provenance"]["snapshot_id"] == summary["snapshot_id"]
+    pred = doc["predictions"]
+    assert pred["clv"] > 0 and 0 <= pred["churn_risk"] <= 1 and 0 <= pred["p_alive"] <= 1
+    assert pred["churn_risk"] == pytest.approx(1 - pred["purchase_propensity"], abs=1e-3)
+    assert isinstance(pred["churn_reasons"], list) and len(pred["churn_reasons"]) == len(pred["churn_reasons_zh"])
     # the shop's own id works too, through the keyed pseudonym
     raw = (out / "orders.csv").read_text().splitlines()[1].split(",")[1]
     assert json.loads(shoplens("profile", raw, "--json", "--config", str(out / "shoplens.toml")).stdout)["customer_id"].startswith("c_")
@@ -67,7 +73,7 @@ def test_init_status_quarantine_and_help(tmp_path: Path, demo_shop: Summary) -> 
     assert status.returncode == 0 and "(current)" in status.stdout
     q = shoplens("quarantine", "--config", cfg, "--table", "orders")
     assert q.returncode == 0 and "amount" in q.stdout
-    for cmd in ([], ["ingest"], ["build"], ["profile"], ["datasets"], ["demo"], ["demo-data"]):
+    for cmd in ([], ["ingest"], ["build"], ["profile"], ["datasets"], ["demo"], ["demo-data"], ["evaluate", "predictions"]):
         h = shoplens(*cmd, "--help")
         assert h.returncode == 0 and "Usage" in h.stdout, cmd
 

@@ -59,6 +59,32 @@ def _fault_pause(step: str) -> None:
         time.sleep(float(spec.partition(":")[2] or 60))
 
 
+def _predictions(cfg: Config, store: Store, schema: str, day: date, snap: int) -> None:
+    """CLV / propensity / churn into ``customer_predictions`` (NULLs when disabled or skipped)."""
+    from shoplens.models.artifacts import fingerprint, save_models
+    from shoplens.models.predict import PREDICTION_COLUMNS, PredictionResult, predict
+
+    result = predict(store, schema, day, cfg.predictions) if cfg.predictions.enabled else None
+    if result is None:
+        import pandas as pd
+
+        result = PredictionResult(pd.DataFrame(columns=list(PREDICTION_COLUMNS[1:])), skipped={"all": "disabled in [predictions]"})
+    frame = result.frame.reset_index(names="customer_id")
+    for col in PREDICTION_COLUMNS[1:-2]:
+        frame[col] = frame[col].astype("float64")
+    frame["churn_reasons"] = frame["churn_reasons"].astype("string")
+    frame["churn_reasons_zh"] = frame["churn_reasons_zh"].astype("string")
+    store.con.register("_predictions", frame)
+    cols = ", ".join(f"p.{c}" for c in PREDICTION_COLUMNS[1:])
+    store.con.execute(
+        f"CREATE TABLE {schema}.customer_predictions AS SELECT c.customer_id, {cols} "
+        f"FROM {schema}.customers c LEFT JOIN _predictions p USING (customer_id)"
+    )
+    store.con.unregister("_predictions")
+    last_ingest = store.scalar("SELECT last_ingest_id FROM snapshots WHERE snapshot_id = ?", [snap])
+    save_models(store, schema, result.models, result.skipped, fingerprint(cfg.fingerprint(), last_ingest, __version__))
+
+
 def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | None = None) -> BuildResult:
     """Build a complete snapshot of per-customer features; return its id and size."""
     t0 = time.perf_counter()
@@ -79,15 +105,20 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
         ("customer_features", ibis.to_sql(features, dialect="duckdb")),
         ("customer_category_shares", ibis.to_sql(categories, dialect="duckdb")),
     ]
+    total = len(steps) + 1
     for i, (name, sql) in enumerate(steps):
         if on_step:
-            on_step(name, i, len(steps))
+            on_step(name, i, total)
         store.con.execute(f"CREATE TABLE {schema}.{name} AS {sql}")
         _fault_pause(name)
+    if on_step:
+        on_step("customer_predictions", len(steps), total)
+    _predictions(cfg, store, schema, day, snap)
+    _fault_pause("customer_predictions")
     n = int(store.scalar(f"SELECT count(*) FROM {schema}.customer_features"))
     store.con.execute(f"CREATE INDEX idx_{schema}_cf ON {schema}.customer_features (customer_id)")
     store.complete_snapshot(snap, n)
     store.prune_snapshots(cfg.store.keep_snapshots)
     if on_step:
-        on_step("done", len(steps), len(steps))
+        on_step("done", total, total)
     return BuildResult(snap, day, n, time.perf_counter() - t0)

@@ -279,8 +279,10 @@ def _print_frame(title: str, frame: Any, digits: int) -> None:
     t.add_column(str(frame.index.name or ""))
     for col in frame.columns:
         t.add_column(str(col), justify="right")
+    ints = {c for c in frame.columns if frame[c].dtype.kind in "iu"}
     for idx, row in frame.iterrows():
-        t.add_row(str(idx), *("" if v != v else f"{v:,.0f}" if float(v).is_integer() and abs(v) > 100 else f"{v:,.{digits}f}" for v in row))
+        cells = ("" if v != v else f"{int(v):,}" if c in ints else f"{v:,.{digits}f}" for c, v in row.items())
+        t.add_row(str(idx), *cells)
     console.print(t)
 
 

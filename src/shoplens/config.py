@@ -104,6 +104,17 @@ class FeaturesConfig(_Strict):
     rfm_rules: str = "default"  # "default" or a path to a TOML file of rules
 
 
+class PredictionsConfig(_Strict):
+    """CLV, propensity and churn (the build's prediction step)."""
+
+    enabled: bool = True
+    horizon_days: int = Field(default=90, ge=7, le=730)  # propensity / churn / expected purchases window
+    clv_months: int = Field(default=12, ge=1, le=120)
+    annual_discount: float = Field(default=0.10, ge=0, lt=1)
+    time_unit_days: float = Field(default=7.0, gt=0)  # BG/NBD time unit (weeks, as in the literature)
+    backtests: int = Field(default=4, ge=1, le=24)  # earlier cut-offs the propensity model trains on
+
+
 class Config(_Strict):
     """The whole ``shoplens.toml``."""
 
@@ -111,6 +122,7 @@ class Config(_Strict):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     root: Path = Field(default=Path("."), exclude=True)
 
@@ -125,7 +137,7 @@ class Config(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of the settings that change build results (recorded in each snapshot)."""
-        payload = self.model_dump(mode="json", include={"features", "defaults"})
+        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

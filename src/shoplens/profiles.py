@@ -6,6 +6,7 @@ The profile is a nested document with typed slots that later stages fill
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, datetime
 from typing import Any
@@ -36,6 +37,22 @@ def _clean(v: Any) -> Any:
     if isinstance(v, datetime | date):
         return v.isoformat()
     return v
+
+
+def _predictions(row: dict[str, Any]) -> dict[str, Any] | None:
+    if not row or all(row.get(k) is None for k in ("clv", "churn_risk", "p_alive")):
+        return None
+    return {
+        "p_alive": _clean(row.get("p_alive")),
+        "expected_purchases": _clean(row.get("expected_purchases")),
+        "expected_spend": _clean(row.get("expected_spend")),
+        "clv": _clean(row.get("clv")),
+        "purchase_propensity": _clean(row.get("purchase_propensity")),
+        "churn_risk": _clean(row.get("churn_risk")),
+        "churn_reasons": json.loads(row["churn_reasons"]) if row.get("churn_reasons") else [],
+        "churn_reasons_zh": json.loads(row["churn_reasons_zh"]) if row.get("churn_reasons_zh") else [],
+        "models": "BG/NBD + Gamma-Gamma (CLV), LightGBM on behaviour + BG/NBD (propensity)",
+    }
 
 
 def resolve_customer(store: Store, ref: str, keys: Keys | None) -> str:
@@ -75,6 +92,7 @@ def get_profile(store: Store, ref: str, keys: Keys | None = None) -> dict[str, A
         "SELECT count(*), avg(rating), list(DISTINCT language) FROM texts WHERE customer_id = ?", [cid]
     )
     assert texts is not None
+    pred = store.record(f"SELECT * FROM {s}.customer_predictions WHERE customer_id = ?", [cid])
     birth = demo.get("birth_year")
     return {
         "profile_version": PROFILE_VERSION,
@@ -99,7 +117,7 @@ def get_profile(store: Store, ref: str, keys: Keys | None = None) -> dict[str, A
             "aspects": None,
             "interests": None,
         },
-        "predictions": None,
+        "predictions": _predictions(pred),
         "segment": None,
         "tags": [],
         "risk_flags": [],

@@ -28,7 +28,7 @@ from shoplens.config import Config
 from shoplens.errors import StoreError
 from shoplens.schema import DUCKDB_TYPES, INGEST_ORDER, TABLES
 
-SNAPSHOT_TABLES = ("customer_features", "customer_category_shares")
+SNAPSHOT_TABLES = ("customers", "customer_features", "customer_category_shares", "customer_predictions", "model_artifacts")
 
 _META_DDL = """
 CREATE SEQUENCE IF NOT EXISTS ingest_seq START 1;
