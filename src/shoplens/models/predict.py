@@ -57,6 +57,8 @@ def reasons(
     en_all, zh_all = [], []
     arr = contrib.to_numpy()
     cols = [c.removeprefix("pct_") for c in contrib.columns]
+    vals = values.to_numpy(dtype=float, na_value=np.nan)
+    where = {c: k for k, c in enumerate(values.columns)}
     for i in range(len(contrib)):
         en: list[str] = []
         zh: list[str] = []
@@ -65,14 +67,14 @@ def reasons(
             if arr[i, j] > -min_contribution or len(en) == top:
                 break
             feat = cols[j]
-            if feat in used or feat not in table or feat not in values.columns:
+            if feat in used or feat not in table or feat not in where:
                 continue
-            value = values.iat[i, values.columns.get_loc(feat)]
-            if value is None or pd.isna(value):
+            value = float(vals[i, where[feat]])
+            if np.isnan(value):
                 continue
             used.add(feat)
-            en.append(table[feat]["en"].format(value=float(value)))
-            zh.append(table[feat]["zh"].format(value=float(value)))
+            en.append(table[feat]["en"].format(value=value))
+            zh.append(table[feat]["zh"].format(value=value))
         en_all.append(en)
         zh_all.append(zh)
     return en_all, zh_all
