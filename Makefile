@@ -33,9 +33,11 @@ test: setup-dev
 	$(VENV)/bin/mypy
 	SPARK_LOCAL_IP=127.0.0.1 $(VENV)/bin/python -m pytest -q
 
-## bench: the feature benchmark (10M orders; minutes, not part of the tests)
+## bench: the benchmarks (minutes each, not part of the tests)
 bench: setup-dev
+	$(PIP) -e '.[bench]'
 	$(PY) bench/features.py
+	$(PY) bench/predict.py
 
 clean:
 	rm -rf $(VENV) demo data .pytest_cache .mypy_cache .ruff_cache

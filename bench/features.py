@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import PeakRss  # noqa: E402
 from pandas_baseline import differing_columns, pandas_features  # noqa: E402
 
 from shoplens.config import StoreConfig  # noqa: E402
@@ -84,31 +84,6 @@ def generate(folder: Path, n_orders: int, n_customers: int, seed: int = 1) -> No
         "product_id": _ids("p", rng.integers(0, n_products, n_events)),
         "session_id": _ids("s", rng.integers(0, n_events // 3 + 1, n_events)),
     }), folder / "events.parquet", row_group_size=1_000_000)
-
-
-class PeakRss:
-    """Samples this process' RSS in a thread; ``peak`` is the maximum seen."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> PeakRss:
-        self.peak = self.proc.memory_info().rss
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.02)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
 NAMES = ("customers", "orders", "order_items", "products", "events")

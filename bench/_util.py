@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+
+
+class PeakRss:
+    """Samples this process' RSS in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRss:
+        self.start = self.peak = self.proc.memory_info().rss
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def grew(self) -> int:
+        """Bytes the peak rose above the RSS at entry."""
+        return self.peak - self.start
