@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import optimize, special
 
@@ -48,10 +49,27 @@ def _check_history(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, minimum: int) 
 
 
 def _group(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unique rows of the stacked columns, their counts and the inverse index."""
-    stacked = np.column_stack(cols)
-    uniq, inverse, counts = np.unique(stacked, axis=0, return_inverse=True, return_counts=True)
-    return uniq, counts.astype(float), inverse.ravel()
+    """Distinct rows of the stacked columns, their counts and each row's group index.
+
+    Hash-based (pandas.factorize per column, then on the combined integer key): linear
+    time, where ``np.unique(axis=0)`` sorts rows and took 6 of 7 seconds at 1M customers.
+    """
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    for col in cols:
+        codes, values = pd.factorize(col, sort=False)
+        key = key * len(values) + codes
+    inverse, groups = pd.factorize(key, sort=False)
+    first = np.empty(len(groups), dtype=np.intp)
+    first[inverse[::-1]] = np.arange(len(key) - 1, -1, -1)  # the earliest row of each group wins
+    rows = np.column_stack(cols)[first]
+    counts = np.bincount(inverse, minlength=len(groups)).astype(float)
+    return rows, counts, inverse.astype(np.intp)
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and each element's index into them (hash-based)."""
+    codes, uniq = pd.factorize(values, sort=False)
+    return np.asarray(uniq, dtype=float), codes.astype(np.intp)
 
 
 @dataclass(frozen=True)
@@ -62,50 +80,86 @@ class BgNbdParams:
     b: float
 
 
+class _Histories:
+    """Distinct (x, t_x, T) histories with counts, plus the distinct values of each
+    column and where every history points into them: the likelihood's costly special
+    functions are then evaluated once per distinct x (or t_x, or T), not per customer."""
+
+    def __init__(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> None:
+        uniq, self.w, self.inverse = _group(x, t_x, T)
+        self.x, self.t_x, self.T = uniq[:, 0], uniq[:, 1], uniq[:, 2]
+        self.xv, self.ix = _codes(self.x)
+        self.tv, self.it = _codes(self.t_x)
+        self.Tv, self.iT = _codes(self.T)
+        self.buyer = self.x > 0
+        self.xT, _, self.ixT = _group(self.x, self.T)
+
+
 class BGNBD:
     """Beta-geometric / negative binomial distribution model of repeat purchasing.
 
     >>> m = BGNBD().fit(np.array([0, 2, 5.]), np.array([0, 10, 30.]), np.array([39, 39, 39.]))  # doctest: +SKIP
     """
 
-    def __init__(self, min_customers: int = 3, tol: float = 1e-10, max_iter: int = 5000) -> None:
+    def __init__(self, min_customers: int = 3, tol: float = 1e-12, max_iter: int = 2000) -> None:
         self.min_customers = min_customers
         self.tol = tol
         self.max_iter = max_iter
 
     @staticmethod
-    def _ll(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: ArrayLike, w: np.ndarray) -> float:
+    def _ll_grad(log_params: np.ndarray, h: _Histories) -> tuple[float, np.ndarray]:
+        """Weighted log-likelihood and its gradient with respect to the log-parameters."""
         r, alpha, a, b = np.exp(log_params)
-        a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-        a2 = special.gammaln(a + b) + special.gammaln(b + x) - special.gammaln(b) - special.gammaln(a + b + x)
-        a3 = -(r + x) * np.log(alpha + T)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a4 = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) - (r + x) * np.log(alpha + t_x), -np.inf)
-        ll = a1 + a2 + np.logaddexp(a3, a4)
-        return float(np.sum(w * ll))
+        xv, x, w = h.xv, h.x, h.w
+        # terms of x only (a few dozen distinct values)
+        a12_v = (special.gammaln(r + xv) - special.gammaln(r) + r * np.log(alpha) + special.gammaln(a + b)
+                 + special.gammaln(b + xv) - special.gammaln(b) - special.gammaln(a + b + xv))
+        bx1_v = np.where(xv > 0, b + xv - 1, 1.0)
+        log_a_bx1_v = np.where(xv > 0, np.log(a) - np.log(bx1_v), -np.inf)
+        log_aT, log_atx = np.log(alpha + h.Tv)[h.iT], np.log(alpha + h.tv)[h.it]
+        rx = r + x
+        a3 = -rx * log_aT
+        a4 = log_a_bx1_v[h.ix] - rx * log_atx
+        mix = np.logaddexp(a3, a4)
+        ll = float(np.sum(w * (a12_v[h.ix] + mix)))
+        w4 = np.exp(a4 - mix)  # weight of "dropped out right after the last purchase"
+        w3 = 1.0 - w4
+        dig_abx_v = special.digamma(a + b + xv)
+        dr_v = special.digamma(r + xv) - special.digamma(r) + np.log(alpha)
+        da_v = special.digamma(a + b) - dig_abx_v
+        db_v = special.digamma(a + b) + special.digamma(b + xv) - special.digamma(b) - dig_abx_v
+        d_r = np.sum(w * (dr_v[h.ix] - w3 * log_aT - w4 * log_atx))
+        d_alpha = np.sum(w * (r / alpha - rx * (w3 / (alpha + h.Tv)[h.iT] + w4 / (alpha + h.tv)[h.it])))
+        d_a = np.sum(w * (da_v[h.ix] + w4 / a))
+        d_b = np.sum(w * (db_v[h.ix] - w4 / bx1_v[h.ix]))
+        return ll, np.array([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
 
     def fit(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> BGNBD:
         """Fit on per-customer (frequency, recency, T) in one time unit (e.g. weeks)."""
         x, t_x, TT = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
         _check_history(x, t_x, TT, self.min_customers)
-        uniq, w, _ = _group(x, t_x, TT)
-        ux, ut, uT = uniq[:, 0], uniq[:, 1], uniq[:, 2]
-        scale = float(np.mean(TT))
-        start = np.log([1.0, scale, 1.0, 1.0])
+        h = _Histories(x, t_x, TT)
+        n = h.w.sum()
 
-        def neg(p: np.ndarray) -> float:
-            return -self._ll(p, ux, ut, uT, w) / w.sum()
+        def neg(p: np.ndarray) -> tuple[float, np.ndarray]:
+            ll, grad = self._ll_grad(p, h)
+            return -ll / n, -grad / n
 
-        res = optimize.minimize(neg, start, method="L-BFGS-B", bounds=[(-15, 15)] * 4,
-                                options={"maxiter": self.max_iter, "ftol": self.tol, "gtol": 1e-8})
-        res = optimize.minimize(neg, res.x, method="Nelder-Mead",
-                                options={"maxiter": self.max_iter, "xatol": 1e-9, "fatol": 1e-12})
-        self.converged_ = bool(res.success) and bool(np.all(np.abs(res.x) < 14.9))
+        start = np.log([1.0, float(np.mean(TT)), 1.0, 1.0])
+        # a and b run off together along a flat ridge when dropout is the same for everyone
+        # (only a / (a + b) matters then); their box stops them at e^10, r or alpha at a
+        # bound means there is no fit
+        bounds = [(-15, 15), (-15, 15), (-15, 10), (-15, 10)]
+        res = optimize.minimize(neg, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                                options={"maxiter": self.max_iter, "ftol": self.tol, "gtol": 1e-10})
+        self.at_bound_ = [k for k, v, (lo, hi) in zip(("r", "alpha", "a", "b"), res.x, bounds, strict=True)
+                          if v <= lo + 0.1 or v >= hi - 0.1]
+        self.converged_ = bool(res.success) and not {"r", "alpha"} & set(self.at_bound_)
         if not self.converged_:
             raise ModelError(f"BG/NBD fit did not converge ({res.message}); parameters at stop: {np.exp(res.x).round(4).tolist()}")
         self.params_ = BgNbdParams(*np.exp(res.x))
-        self.log_likelihood_ = self._ll(res.x, ux, ut, uT, w)
-        self.n_customers_ = int(w.sum())
+        self.log_likelihood_ = self._ll_grad(res.x, h)[0]
+        self.n_customers_ = int(n)
         return self
 
     def _require(self) -> BgNbdParams:
@@ -122,18 +176,23 @@ class BGNBD:
 
     def expected_purchases(self, t: float, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> np.ndarray:
         """E[purchases in (T, T + t]] for customers with history (x, t_x, T)."""
-        p = self._require()
         x, t_x, TT = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
-        uniq, _, inv = _group(x, t_x, TT)  # the hypergeometric function is the costly part
-        ux, ut, uT = uniq[:, 0], uniq[:, 1], uniq[:, 2]
+        h = _Histories(x, t_x, TT)
+        return self._expected(t, h)[h.inverse]
+
+    def _expected(self, t: float, h: _Histories) -> np.ndarray:
+        """Expected purchases per distinct history; the hypergeometric function, the
+        costly part, depends on (x, T) only and is evaluated once per distinct pair."""
+        p = self._require()
         r, alpha, a, b = p.r, p.alpha, p.a, p.b
-        z = t / (alpha + uT + t)
-        hyp = special.hyp2f1(r + ux, b + ux, a + b + ux - 1, z)
-        first = (a + b + ux - 1) / (a - 1)
-        second = 1 - np.exp((r + ux) * np.log((alpha + uT) / (alpha + uT + t))) * hyp
+        xq, Tq = h.xT[:, 0], h.xT[:, 1]
+        hyp = special.hyp2f1(r + xq, b + xq, a + b + xq - 1, t / (alpha + Tq + t))
+        second = (1 - np.exp((r + xq) * np.log((alpha + Tq) / (alpha + Tq + t))) * hyp)[h.ixT]
+        first = (a + b + h.x - 1) / (a - 1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            denom = 1 + np.where(ux > 0, (a / np.maximum(b + ux - 1, 1e-300)) * np.exp((r + ux) * np.log((alpha + uT) / (alpha + ut))), 0.0)
-        return (first * second / denom)[inv]
+            denom = 1 + np.where(h.buyer, (a / np.maximum(b + h.x - 1, 1e-300))
+                                 * np.exp((r + h.x) * np.log((alpha + h.T) / (alpha + h.t_x))), 0.0)
+        return np.asarray(first * second / denom)
 
     def expected_purchases_new(self, t: float) -> float:
         """E[purchases in (0, t]] for a newly acquired customer."""
@@ -157,12 +216,18 @@ class GammaGamma:
         self.max_iter = max_iter
 
     @staticmethod
-    def _ll(log_params: np.ndarray, x: np.ndarray, m: np.ndarray, w: np.ndarray) -> float:
+    def _ll_grad(log_params: np.ndarray, x: np.ndarray, m: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray]:
         p, q, v = np.exp(log_params)
         px = p * x
+        log_m, log_x, log_xmv = np.log(m), np.log(x), np.log(x * m + v)
         ll = (special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q) + q * np.log(v)
-              + (px - 1) * np.log(m) + px * np.log(x) - (px + q) * np.log(x * m + v))
-        return float(np.sum(w * ll))
+              + (px - 1) * log_m + px * log_x - (px + q) * log_xmv)
+        dig = special.digamma(px + q)
+        d_p = x * (dig - special.digamma(px) + log_m + log_x - log_xmv)
+        d_q = dig - special.digamma(q) + np.log(v) - log_xmv
+        d_v = q / v - (px + q) / (x * m + v)
+        grad = np.array([np.sum(w * d) for d in (d_p, d_q, d_v)]) * np.array([p, q, v])
+        return float(np.sum(w * ll)), grad
 
     def fit(self, frequency: ArrayLike, monetary_value: ArrayLike) -> GammaGamma:
         x = np.asarray(frequency, dtype=float)
@@ -176,18 +241,20 @@ class GammaGamma:
             raise ModelError(f"Gamma-Gamma needs at least {self.min_customers} repeat buyers, found {len(x)}")
         uniq, w, _ = _group(x, m)
 
-        def neg(lp: np.ndarray) -> float:
-            return -self._ll(lp, uniq[:, 0], uniq[:, 1], w) / w.sum()
+        n = w.sum()
+
+        def neg(lp: np.ndarray) -> tuple[float, np.ndarray]:
+            ll, grad = self._ll_grad(lp, uniq[:, 0], uniq[:, 1], w)
+            return -ll / n, -grad / n
 
         start = np.log([1.0, 1.0, float(np.mean(m))])
-        res = optimize.minimize(neg, start, method="L-BFGS-B", bounds=[(-15, 15)] * 3,
-                                options={"maxiter": self.max_iter, "ftol": 1e-12, "gtol": 1e-8})
-        res = optimize.minimize(neg, res.x, method="Nelder-Mead", options={"maxiter": self.max_iter, "xatol": 1e-9, "fatol": 1e-12})
+        res = optimize.minimize(neg, start, jac=True, method="L-BFGS-B", bounds=[(-15, 15)] * 3,
+                                options={"maxiter": self.max_iter, "ftol": 1e-14, "gtol": 1e-10})
         self.converged_ = bool(res.success) and bool(np.all(np.abs(res.x) < 14.9))
         if not self.converged_:
             raise ModelError(f"Gamma-Gamma fit did not converge ({res.message})")
         self.params_ = GammaGammaParams(*np.exp(res.x))
-        self.log_likelihood_ = self._ll(res.x, uniq[:, 0], uniq[:, 1], w)
+        self.log_likelihood_ = self._ll_grad(res.x, uniq[:, 0], uniq[:, 1], w)[0]
         return self
 
     def expected_spend(self, frequency: ArrayLike, monetary_value: ArrayLike) -> np.ndarray:
@@ -210,10 +277,11 @@ def clv(
     spend = gg.expected_spend(frequency, monetary_value)
     monthly = (1 + annual_discount) ** (1 / 12) - 1
     per_month = 30.0 / unit_days
-    total = np.zeros(len(np.asarray(frequency)))
-    prev = np.zeros_like(total)
+    h = _Histories(*(np.asarray(v, dtype=float) for v in (frequency, recency, T)))
+    discounted = np.zeros(len(h.x))
+    prev = np.zeros(len(h.x))
     for i in range(1, months + 1):
-        cum = bg.expected_purchases(i * per_month, frequency, recency, T)
-        total += (cum - prev) * spend / (1 + monthly) ** i
+        cum = bg._expected(i * per_month, h)
+        discounted += (cum - prev) / (1 + monthly) ** i
         prev = cum
-    return total
+    return discounted[h.inverse] * spend

@@ -109,7 +109,7 @@ def predict(store: Store, schema: str, as_of: date, cfg: PredictionsConfig) -> P
         bg = BGNBD().fit(x, t_x, T)
         out["p_alive"] = bg.p_alive(x, t_x, T)
         out["expected_purchases"] = bg.expected_purchases(horizon, x, t_x, T)
-        result.models["bg_nbd"] = bg.params_.__dict__ | {"log_likelihood": bg.log_likelihood_}
+        result.models["bg_nbd"] = bg.params_.__dict__ | {"log_likelihood": bg.log_likelihood_, "at_bound": bg.at_bound_}
         try:
             gg = GammaGamma().fit(x, f.monetary_value.to_numpy(float))
             out["expected_spend"] = gg.expected_spend(x, f.monetary_value.to_numpy(float))
