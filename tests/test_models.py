@@ -76,6 +76,7 @@ def test_build_skips_predictions_with_a_reason_on_a_short_history(tmp_path: Path
         b = build(cfg, st)  # completes: predictions that cannot be made are NULL, with the reason saved
         skipped = dict(st.con.execute(f"SELECT name, payload FROM snap_{b.snapshot_id}.model_artifacts WHERE name LIKE 'skipped:%'").fetchall())
         assert "days of order history" in skipped["skipped:propensity"]
+        assert "days of order history" in b.skipped["propensity"]  # also reported to the caller
         assert st.scalar(f"SELECT count(churn_risk) FROM snap_{b.snapshot_id}.customer_predictions") == 0
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import ibis
@@ -36,6 +36,7 @@ class BuildResult:
     as_of: date
     n_customers: int
     seconds: float
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why it could not be fitted
 
 
 def resolve_as_of(cfg: Config, store: Store, as_of: date | None = None) -> date:
@@ -59,7 +60,7 @@ def _fault_pause(step: str) -> None:
         time.sleep(float(spec.partition(":")[2] or 60))
 
 
-def _predictions(cfg: Config, store: Store, schema: str, day: date, snap: int) -> None:
+def _predictions(cfg: Config, store: Store, schema: str, day: date, snap: int) -> dict[str, str]:
     """CLV / propensity / churn into ``customer_predictions`` (NULLs when disabled or skipped)."""
     from shoplens.models.artifacts import fingerprint, save_models
     from shoplens.models.predict import PREDICTION_COLUMNS, PredictionResult, predict
@@ -83,6 +84,7 @@ def _predictions(cfg: Config, store: Store, schema: str, day: date, snap: int) -
     store.con.unregister("_predictions")
     last_ingest = store.scalar("SELECT last_ingest_id FROM snapshots WHERE snapshot_id = ?", [snap])
     save_models(store, schema, result.models, result.skipped, fingerprint(cfg.fingerprint(), last_ingest, __version__))
+    return result.skipped
 
 
 def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | None = None) -> BuildResult:
@@ -113,7 +115,7 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
         _fault_pause(name)
     if on_step:
         on_step("customer_predictions", len(steps), total)
-    _predictions(cfg, store, schema, day, snap)
+    skipped = _predictions(cfg, store, schema, day, snap)
     _fault_pause("customer_predictions")
     n = int(store.scalar(f"SELECT count(*) FROM {schema}.customer_features"))
     store.con.execute(f"CREATE INDEX idx_{schema}_cf ON {schema}.customer_features (customer_id)")
@@ -121,4 +123,4 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
     store.prune_snapshots(cfg.store.keep_snapshots)
     if on_step:
         on_step("done", total, total)
-    return BuildResult(snap, day, n, time.perf_counter() - t0)
+    return BuildResult(snap, day, n, time.perf_counter() - t0, skipped)

@@ -82,6 +82,7 @@ def _print_summary(summary: Any) -> None:
     _print_ingest(summary.ingest)
     b = summary.build
     console.print(f"snapshot [bold]{b.snapshot_id}[/] built in {b.seconds:.1f}s: {b.n_customers:,} customers, as of {b.as_of}")
+    _print_skipped(b.skipped)
     t = Table(title="RFM segments")
     for col in ("segment", "细分", "customers", "mean spend"):
         t.add_column(col)
@@ -166,6 +167,12 @@ def build_cmd(
     with Store.for_config(cfg) as store, _progress() as (_r, on_step):
         result = build(cfg, store, day, on_step)
     console.print(f"snapshot {result.snapshot_id} complete: {result.n_customers:,} customers as of {result.as_of} ({result.seconds:.1f}s)")
+    _print_skipped(result.skipped)
+
+
+def _print_skipped(skipped: dict[str, str]) -> None:
+    for model, why in skipped.items():
+        console.print(f"[yellow]predictions: {model} skipped[/]: {escape(why)}", soft_wrap=True)
 
 
 def _parse_day(text: str | None) -> date | None:
