@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -119,6 +120,12 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
     _fault_pause("customer_predictions")
     n = int(store.scalar(f"SELECT count(*) FROM {schema}.customer_features"))
     store.con.execute(f"CREATE INDEX idx_{schema}_cf ON {schema}.customer_features (customer_id)")
+    if on_step:
+        on_step("publish profiles", total, total + 1)
+    from shoplens.serving.profile_store import publish
+
+    store.con.execute("UPDATE snapshots SET finished_at = now() WHERE snapshot_id = ?", [snap])
+    publish(store, snap, Path(store.path))
     store.complete_snapshot(snap, n)
     store.prune_snapshots(cfg.store.keep_snapshots)
     if on_step:

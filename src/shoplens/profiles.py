@@ -68,6 +68,74 @@ def resolve_customer(store: Store, ref: str, keys: Keys | None) -> str:
     raise NotFoundError(f"customer '{ref}' not found in snapshot {snap}{hint}")
 
 
+def profile_query(schema: str, where: str = "") -> str:
+    """One row per customer with everything a profile document needs (set-based, so the
+    same query serves one id or a whole snapshot)."""
+    return f"""
+WITH cats AS (
+    SELECT customer_id, list({{'category': category, 'spend': spend, 'share': share}} ORDER BY rank) AS categories
+    FROM {schema}.customer_category_shares WHERE rank < 5 GROUP BY customer_id),
+txt AS (
+    SELECT customer_id, count(*) AS n_texts, avg(rating) AS mean_rating, list(DISTINCT language) AS languages
+    FROM texts GROUP BY customer_id)
+SELECT f.*, d.gender, d.birth_year, d.city, d.region, d.country, d.channel, d.signup_at,
+       p.p_alive, p.expected_purchases, p.expected_spend, p.clv, p.purchase_propensity, p.churn_risk,
+       p.churn_reasons, p.churn_reasons_zh, cats.categories, txt.n_texts, txt.mean_rating, txt.languages
+FROM {schema}.customer_features f
+JOIN {schema}.customers d USING (customer_id)
+LEFT JOIN {schema}.customer_predictions p USING (customer_id)
+LEFT JOIN cats USING (customer_id)
+LEFT JOIN txt USING (customer_id)
+{where}"""
+
+
+def snapshot_meta(store: Store, snap: int) -> dict[str, Any]:
+    return store.record(
+        "SELECT snapshot_id, finished_at AS built_at, as_of, config_hash, last_ingest_id, version AS shoplens_version "
+        "FROM snapshots WHERE snapshot_id = ?",
+        [snap],
+    )
+
+
+def document(row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The profile document of one customer from a ``profile_query`` row."""
+    as_of: date = meta["as_of"]
+    birth = row.get("birth_year")
+    return {
+        "profile_version": PROFILE_VERSION,
+        "customer_id": row["customer_id"],
+        "demographics": {
+            "gender": row.get("gender"),
+            "birth_year": birth,
+            "age": None if birth is None else as_of.year - int(birth),
+            "city": row.get("city"),
+            "region": row.get("region"),
+            "country": row.get("country"),
+            "channel": row.get("channel"),
+            "signup_at": _clean(row.get("signup_at")),
+        },
+        "behaviour": {g: {k: _clean(row[k]) for k in cols} for g, cols in _GROUPS.items()},
+        "categories": [{k: _clean(v) for k, v in c.items()} for c in (row.get("categories") or [])],
+        "text": {
+            "n_texts": int(row.get("n_texts") or 0),
+            "mean_rating": _clean(None if row.get("mean_rating") is None else float(row["mean_rating"])),
+            "languages": sorted(x for x in (row.get("languages") or []) if x),
+            "sentiment": None,
+            "aspects": None,
+            "interests": None,
+        },
+        "predictions": _predictions(row),
+        "segment": None,
+        "tags": row.get("tags") or [],
+        "risk_flags": [],
+        "recommendations": [],
+        "provenance": {
+            **{k: _clean(v) for k, v in meta.items()},
+            "features": "behaviour (Ibis on DuckDB)",
+        },
+    }
+
+
 def get_profile(store: Store, ref: str, keys: Keys | None = None) -> dict[str, Any]:
     """The profile document of one customer from the current snapshot.
 
@@ -75,60 +143,5 @@ def get_profile(store: Store, ref: str, keys: Keys | None = None) -> dict[str, A
     """
     cid = resolve_customer(store, ref, keys)
     snap = store.require_snapshot()
-    s = f"snap_{snap}"
-    row = store.record(f"SELECT * FROM {s}.customer_features WHERE customer_id = ?", [cid])
-    demo = store.record(f"SELECT * FROM {s}.customers WHERE customer_id = ?", [cid])
-    meta = store.one(
-        "SELECT snapshot_id, finished_at, as_of, config_hash, last_ingest_id, version FROM snapshots WHERE snapshot_id = ?",
-        [snap],
-    )
-    assert meta is not None
-    as_of: date = meta[2]
-    cats = store.con.execute(
-        f"SELECT category, spend, share FROM {s}.customer_category_shares WHERE customer_id = ? ORDER BY rank LIMIT 5",
-        [cid],
-    ).fetchall()
-    texts = store.one(
-        "SELECT count(*), avg(rating), list(DISTINCT language) FROM texts WHERE customer_id = ?", [cid]
-    )
-    assert texts is not None
-    pred = store.record(f"SELECT * FROM {s}.customer_predictions WHERE customer_id = ?", [cid])
-    birth = demo.get("birth_year")
-    return {
-        "profile_version": PROFILE_VERSION,
-        "customer_id": cid,
-        "demographics": {
-            "gender": demo.get("gender"),
-            "birth_year": birth,
-            "age": None if birth is None else as_of.year - int(birth),
-            "city": demo.get("city"),
-            "region": demo.get("region"),
-            "country": demo.get("country"),
-            "channel": demo.get("channel"),
-            "signup_at": _clean(demo.get("signup_at")),
-        },
-        "behaviour": {g: {k: _clean(row[k]) for k in cols} for g, cols in _GROUPS.items()},
-        "categories": [{"category": c, "spend": _clean(sp), "share": _clean(sh)} for c, sp, sh in cats],
-        "text": {
-            "n_texts": int(texts[0]),
-            "mean_rating": _clean(None if texts[1] is None else float(texts[1])),
-            "languages": sorted(x for x in (texts[2] or []) if x),
-            "sentiment": None,
-            "aspects": None,
-            "interests": None,
-        },
-        "predictions": _predictions(pred),
-        "segment": None,
-        "tags": [],
-        "risk_flags": [],
-        "recommendations": [],
-        "provenance": {
-            "snapshot_id": meta[0],
-            "built_at": _clean(meta[1]),
-            "as_of": _clean(as_of),
-            "config_hash": meta[3],
-            "last_ingest_id": meta[4],
-            "shoplens_version": meta[5],
-            "features": "behaviour (Ibis on DuckDB)",
-        },
-    }
+    row = store.record(profile_query(f"snap_{snap}", "WHERE f.customer_id = ?"), [cid])
+    return document(row, snapshot_meta(store, snap))
