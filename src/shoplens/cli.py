@@ -28,6 +28,8 @@ datasets_app = typer.Typer(help="Real public data sets shipped in registry packa
 app.add_typer(datasets_app, name="datasets")
 evaluate_app = typer.Typer(help="Validation on real public data.", no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
+keys_app = typer.Typer(help="API keys for the REST API.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -291,6 +293,85 @@ def _print_frame(title: str, frame: Any, digits: int) -> None:
         cells = ("" if v != v else f"{int(v):,}" if c in ints else f"{v:,.{digits}f}" for c, v in row.items())
         t.add_row(str(idx), *cells)
     console.print(t)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who the key is for.")],
+    role: Annotated[str, typer.Option(help="admin, analyst or service.")] = "analyst",
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    from shoplens.serving.access import Access
+
+    cfg = _load(config)
+    access = Access(cfg.store_path)
+    key = access.create_key(name, role)
+    access.close()
+    console.print(f"API key for {name} ({role}), shown once: [bold]{key}[/]", soft_wrap=True)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve profiles, segments and audiences over HTTP (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from shoplens.serving.api import create_app
+
+    uvicorn.run(create_app(_load(config)), host=host, port=port, log_level="info")
+
+
+@app.command()
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="Pseudonym (c_...) or, with the secret key, the shop's own id.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Erase a customer from every table, snapshot, serving file, vault and log."""
+    from shoplens.erasure import forget as erase
+    from shoplens.errors import ConfigError
+    from shoplens.ingest.pipeline import keys_for
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    try:
+        keys = keys_for(cfg)
+    except ConfigError:
+        keys = None
+    with Store.for_config(cfg) as store:
+        report = erase(store, customer_id, keys)
+    console.print(f"erased {report.customer_id}: " + ", ".join(f"{k} {v}" for k, v in report.removed.items()), soft_wrap=True)
+
+
+@app.command()
+def audience(
+    expression: Annotated[str, typer.Argument(help="Filter, e.g. \"age 25-34 AND churn_risk > 0.6\".")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[Path | None, typer.Option(help="Write the audience to .csv or .parquet.")] = None,
+) -> None:
+    """Select customers with the filter language; print the count or export them."""
+    from shoplens.serving.audience import compile_filter, parse_text, to_text
+    from shoplens.serving.profile_store import FLAT_FIELDS, ProfileReader
+
+    cfg = _load(config)
+    tree = parse_text(expression)
+    where, params = compile_filter(tree, FLAT_FIELDS)
+    db = ProfileReader(cfg.store_path).db()
+    total = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
+    console.print(f"filter: {to_text(tree)}", soft_wrap=True)
+    console.print(f"{total:,} customers")
+    if out is not None:
+        import pandas as pd
+
+        frame = pd.read_sql_query(f"SELECT * FROM flat WHERE {where} ORDER BY customer_id", db, params=params)
+        if out.suffix == ".parquet":
+            frame.to_parquet(out, index=False)
+        else:
+            frame.to_csv(out, index=False)
+        console.print(f"wrote {out}")
 
 
 @app.command("demo-data")

@@ -1,0 +1,195 @@
+"""The REST API (FastAPI): a thin door over the serving files, access control and the
+library. ``create_app(cfg)`` builds it; ``shoplens serve`` runs it with uvicorn.
+
+Every endpoint but ``/health`` needs an ``X-API-Key``; every request is audited. Errors
+are ``{"error": "..."}`` with the status the library's exception carries.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from shoplens.config import Config
+from shoplens.errors import ConfigError, NotFoundError, ShopLensError
+from shoplens.privacy import PSEUDONYM_PREFIX, Keys
+from shoplens.serving.access import Access, Principal, require_role
+from shoplens.serving.audience import FilterError, compile_filter, parse_text, to_text
+from shoplens.serving.profile_store import FLAT_FIELDS, ProfileReader
+
+MAX_BODY = 64 * 1024
+MAX_PAGE = 1000
+SERVICE_FIELDS = ("profile_version", "customer_id", "segment", "tags", "predictions", "provenance")
+
+
+class AudienceRequest(BaseModel):
+    """An audience: a filter tree (JSON form) or its text form."""
+
+    model_config = ConfigDict(extra="forbid")
+    filter: dict[str, Any] | None = None
+    text: str | None = Field(default=None, max_length=2000)
+    page: int = Field(default=1, ge=1)
+    page_size: int = Field(default=100, ge=1, le=MAX_PAGE)
+    format: str = Field(default="json", pattern="^(json|csv|parquet)$")
+
+
+def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
+    store_path = cfg.store_path
+    if keys is None:
+        try:
+            from shoplens.ingest.pipeline import keys_for
+
+            keys = keys_for(cfg)
+        except ConfigError:
+            keys = None
+    reader = ProfileReader(store_path)
+    access = Access(store_path)
+    app = FastAPI(title="ShopLens", version="0.1", description="Customer profiles, segments and audiences.")
+
+    def principal(request: Request, key: str | None) -> Principal:
+        who = access.authenticate(key)
+        request.state.who = who
+        return who
+
+    def resolve(ref: str) -> str:
+        if ref.startswith(PSEUDONYM_PREFIX) or keys is None:
+            return ref
+        return keys.pseudonym(ref)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
+            resp: Response = JSONResponse({"error": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
+        else:
+            resp = await call_next(request)
+        if request.url.path != "/health":
+            access.audit(getattr(request.state, "who", None), request.method, request.url.path,
+                         getattr(request.state, "customer_id", None), resp.status_code)
+        return resp
+
+    @app.exception_handler(ShopLensError)
+    async def shoplens_error(_request: Request, err: ShopLensError) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=err.http_status)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        try:
+            snap = reader.db().execute("SELECT value FROM meta WHERE key = 'snapshot_id'").fetchone()
+        except ShopLensError:
+            snap = None
+        return {"status": "ok", "snapshot_id": None if snap is None else int(snap[0])}
+
+    @app.get("/profiles/{customer_id}")
+    def profile(request: Request, customer_id: str, include_pii: bool = False,
+                x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        who = principal(request, x_api_key)
+        cid = resolve(customer_id)
+        request.state.customer_id = cid
+        doc = reader.get(cid)
+        if doc is None:
+            raise NotFoundError(f"customer '{customer_id}' not found in the current snapshot")
+        if who.role == "service":
+            doc = {k: doc[k] for k in SERVICE_FIELDS if k in doc}
+        if include_pii:
+            require_role(who, "admin")
+            doc["pii"] = _decrypt_pii(cfg, cid, keys)
+        return doc
+
+    @app.get("/segments")
+    def segments(request: Request, x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
+        principal(request, x_api_key)
+        rows = reader.db().execute(
+            "SELECT rfm_segment, rfm_segment_zh, count(*), avg(total_spend), avg(churn_risk) FROM flat "
+            "GROUP BY 1, 2 ORDER BY 3 DESC").fetchall()
+        return [{"segment": s, "segment_zh": z, "customers": n, "mean_spend": spend, "mean_churn_risk": churn}
+                for s, z, n, spend, churn in rows]
+
+    @app.get("/segments/{name}/members")
+    def members(request: Request, name: str, page: int = Query(default=1, ge=1),
+                page_size: int = Query(default=100, ge=1, le=MAX_PAGE),
+                x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        principal(request, x_api_key)
+        db = reader.db()
+        total = db.execute("SELECT count(*) FROM flat WHERE rfm_segment = ? OR rfm_segment_zh = ?", [name, name]).fetchone()[0]
+        if total == 0:
+            raise NotFoundError(f"segment '{name}' not found; GET /segments lists them")
+        ids = [r[0] for r in db.execute(
+            "SELECT customer_id FROM flat WHERE rfm_segment = ? OR rfm_segment_zh = ? ORDER BY customer_id LIMIT ? OFFSET ?",
+            [name, name, page_size, (page - 1) * page_size])]
+        return {"segment": name, "total": total, "page": page, "page_size": page_size, "customer_ids": ids}
+
+    @app.post("/audiences")
+    def audiences(request: Request, body: AudienceRequest, x_api_key: str | None = Header(default=None)) -> Any:
+        who = principal(request, x_api_key)
+        require_role(who, "admin", "analyst")
+        if (body.filter is None) == (body.text is None):
+            raise FilterError("give exactly one of 'filter' (JSON form) or 'text' (text form)")
+        tree = body.filter if body.filter is not None else parse_text(body.text or "")
+        where, params = compile_filter(tree, FLAT_FIELDS)
+        db = reader.db()
+        total = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
+        if body.format != "json":
+            return _export(db, where, params, body.format)
+        ids = [r[0] for r in db.execute(
+            f"SELECT customer_id FROM flat WHERE {where} ORDER BY customer_id LIMIT ? OFFSET ?",
+            [*params, body.page_size, (body.page - 1) * body.page_size])]
+        return {"filter": tree, "filter_text": to_text(tree), "total": total, "page": body.page,
+                "page_size": body.page_size, "customer_ids": ids}
+
+    @app.delete("/admin/customers/{customer_id}")
+    def erase(request: Request, customer_id: str, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        who = principal(request, x_api_key)
+        require_role(who, "admin")
+        from shoplens.erasure import forget
+        from shoplens.store import Store
+
+        with Store.for_config(cfg) as store:
+            report = forget(store, customer_id, keys)
+        return {"customer_id": report.customer_id, "removed": report.removed}
+
+    return app
+
+
+def _export(db: Any, where: str, params: list[Any], fmt: str) -> Response:
+    import pyarrow as pa
+
+    cur = db.execute(f"SELECT * FROM flat WHERE {where} ORDER BY customer_id", params)
+    names = [d[0] for d in cur.description]
+    rows = cur.fetchall()
+    table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    buf = io.BytesIO()
+    if fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, buf)
+        return Response(buf.getvalue(), media_type="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=audience.csv"})
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, buf)
+    return Response(buf.getvalue(), media_type="application/vnd.apache.parquet",
+                    headers={"Content-Disposition": "attachment; filename=audience.parquet"})
+
+
+def _decrypt_pii(cfg: Config, cid: str, keys: Keys | None) -> dict[str, str]:
+    if keys is None:
+        raise ConfigError("PII cannot be decrypted: the server has no secret key")
+    from shoplens.store import Store
+
+    with Store.open(cfg.store_path, read_only=True) as store:
+        rows = store.con.execute("SELECT field, ciphertext FROM vault_customer_pii WHERE customer_id = ?", [cid]).fetchall()
+    return {field: keys.decrypt(token) for field, token in rows}
+
+
+def app_from_env() -> FastAPI:  # pragma: no cover - used by `uvicorn shoplens.serving.api:app_from_env --factory`
+    import os
+
+    from shoplens.config import load_config
+
+    return create_app(load_config(Path(os.environ.get("SHOPLENS_CONFIG", "shoplens.toml"))))

@@ -1,0 +1,184 @@
+"""The REST API against a real uvicorn server on loopback: auth, roles, masking,
+audiences and injection attempts, limits, erasure."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from shoplens.config import load_config
+from shoplens.jobs import Summary
+from shoplens.serving.access import Access
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(demo_shop: Summary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    folder = tmp_path_factory.mktemp("api") / "shop"
+    shutil.copytree(demo_shop.folder, folder)
+    cfg = load_config(folder / "shoplens.toml")
+    access = Access(cfg.store_path)
+    keys = {role: access.create_key(f"test-{role}", role) for role in ("admin", "analyst", "service")}
+    access.close()
+    port = _free_port()
+    code = ("import uvicorn; from shoplens.config import load_config; from shoplens.serving.api import create_app; "
+            f"uvicorn.run(create_app(load_config({str(folder / 'shoplens.toml')!r})), host='127.0.0.1', port={port}, log_level='warning')")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the API server did not start")
+        yield {"base": base, "keys": keys, "folder": folder, "example": demo_shop.example_customer}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def get(server: dict, path: str, role: str | None = None, **kw) -> httpx.Response:
+    headers = {"X-API-Key": server["keys"][role]} if role else {}
+    return httpx.get(server["base"] + path, headers=headers, timeout=10, **kw)
+
+
+def post(server: dict, path: str, role: str | None, body: dict, **kw) -> httpx.Response:
+    headers = {"X-API-Key": server["keys"][role]} if role else {}
+    return httpx.post(server["base"] + path, headers=headers, json=body, timeout=10, **kw)
+
+
+def test_health_needs_no_key(server: dict) -> None:
+    r = get(server, "/health")
+    assert r.status_code == 200 and r.json()["snapshot_id"] >= 1
+
+
+def test_auth_no_key_wrong_key(server: dict) -> None:
+    cid = server["example"]
+    assert get(server, f"/profiles/{cid}").status_code == 401
+    r = httpx.get(server["base"] + f"/profiles/{cid}", headers={"X-API-Key": "slk_wrong"}, timeout=10)
+    assert r.status_code == 401 and r.json() == {"error": "invalid API key"}
+
+
+def test_profile_by_role_and_masking(server: dict) -> None:
+    cid = server["example"]
+    analyst = get(server, f"/profiles/{cid}", "analyst").json()
+    assert analyst["customer_id"] == cid and "behaviour" in analyst and "pii" not in analyst
+    assert isinstance(analyst["tags"], list)
+    assert get(server, f"/profiles/{cid}?include_pii=true", "analyst").status_code == 403
+    admin = get(server, f"/profiles/{cid}?include_pii=true", "admin").json()
+    assert admin["pii"]["phone"] and admin["pii"]["name"]  # decrypted from the vault
+    service = get(server, f"/profiles/{cid}", "service").json()
+    assert set(service) <= {"profile_version", "customer_id", "segment", "tags", "predictions", "provenance"}
+    assert "demographics" not in service
+
+
+def test_unknown_id_is_404_with_message(server: dict) -> None:
+    r = get(server, "/profiles/c_doesnotexist", "analyst")
+    assert r.status_code == 404 and "not found" in r.json()["error"]
+
+
+def test_segments_and_paged_members(server: dict) -> None:
+    segs = get(server, "/segments", "analyst").json()
+    top = segs[0]
+    assert top["customers"] > 0
+    page = get(server, f"/segments/{top['segment']}/members?page=1&page_size=5", "analyst").json()
+    assert page["total"] == top["customers"] and len(page["customer_ids"]) == min(5, top["customers"])
+    assert get(server, f"/segments/{top['segment']}/members?page_size=5000", "analyst").status_code == 422
+    assert get(server, "/segments/Nope/members", "analyst").status_code == 404
+
+
+def test_audience_text_and_json_agree(server: dict) -> None:
+    text = post(server, "/audiences", "analyst", {"text": "n_orders >= 2 AND churn_risk > 0.5"}).json()
+    tree = {"and": [{"field": "n_orders", "op": ">=", "value": 2}, {"field": "churn_risk", "op": ">", "value": 0.5}]}
+    js = post(server, "/audiences", "analyst", {"filter": tree}).json()
+    assert text["total"] == js["total"] > 0
+    assert text["filter_text"] == "(n_orders >= 2 AND churn_risk > 0.5)"
+    db = sqlite3.connect(next((server["folder"] / "shoplens.profiles").glob("snap_*.sqlite")))
+    assert db.execute("SELECT count(*) FROM flat WHERE n_orders >= 2 AND churn_risk > 0.5").fetchone()[0] == text["total"]
+    assert post(server, "/audiences", "service", {"text": "n_orders >= 2"}).status_code == 403
+
+
+def test_audience_export_csv(server: dict) -> None:
+    r = post(server, "/audiences", "analyst", {"text": "rfm_segment = 'Champions'", "format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    count = post(server, "/audiences", "analyst", {"text": "rfm_segment = 'Champions'"}).json()["total"]
+    assert r.status_code == 200 and len(rows) == count > 0 and all(x["rfm_segment"] == "Champions" for x in rows)
+
+
+@pytest.mark.parametrize("text", [
+    "city = 'x' OR 1=1",
+    "city = 'x'; DROP TABLE flat",
+    "customer_id) OR (1 = 1",
+    "n_orders > 1 UNION SELECT doc FROM profiles",
+])
+def test_injection_attempts_in_text_filters_are_rejected(server: dict, text: str) -> None:
+    r = post(server, "/audiences", "analyst", {"text": text})
+    assert r.status_code == 400 and r.json()["error"].startswith("filter:")
+
+
+def test_injection_attempts_in_json_filters(server: dict) -> None:
+    bad_field = {"field": "city = '' OR 1=1 --", "op": "=", "value": "x"}
+    assert post(server, "/audiences", "analyst", {"filter": bad_field}).status_code == 400
+    bad_op = {"field": "city", "op": "= '' OR 1=1 --", "value": "x"}
+    assert post(server, "/audiences", "analyst", {"filter": bad_op}).status_code == 400
+    value = {"field": "city", "op": "=", "value": "x' OR '1'='1"}  # a value is only ever a bound parameter
+    r = post(server, "/audiences", "analyst", {"filter": value})
+    assert r.status_code == 200 and r.json()["total"] == 0
+    assert post(server, "/audiences", "analyst", {"filter": {"field": "n_orders", "op": ">", "value": "1 OR 1=1"}}).status_code == 400
+
+
+def test_oversized_and_malformed_requests(server: dict) -> None:
+    huge = {"text": "n_orders > 1", "pad": "x" * 70_000}
+    assert post(server, "/audiences", "analyst", huge).status_code == 413
+    assert post(server, "/audiences", "analyst", {"text": "n_orders > 1", "colour": 1}).status_code == 422
+    assert post(server, "/audiences", "analyst", {}).status_code == 400
+
+
+def test_erasure_removes_every_trace(server: dict) -> None:
+    cid = server["example"]
+    assert get(server, f"/profiles/{cid}", "analyst").status_code == 200
+    assert httpx.delete(server["base"] + f"/admin/customers/{cid}", headers={"X-API-Key": server["keys"]["analyst"]}).status_code == 403
+    r = httpx.delete(server["base"] + f"/admin/customers/{cid}", headers={"X-API-Key": server["keys"]["admin"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    removed = r.json()["removed"]
+    assert removed["customers"] == 1 and removed["serving.profiles"] >= 1
+    assert get(server, f"/profiles/{cid}", "analyst").status_code == 404
+    folder = server["folder"]
+    con = duckdb.connect(str(folder / "shoplens.duckdb"), read_only=True)
+    cols = con.execute("SELECT table_schema, table_name, column_name FROM information_schema.columns WHERE data_type = 'VARCHAR'").fetchall()
+    hits = [(s, t, c) for s, t, c in cols if con.execute(f'SELECT count(*) FROM {s}.{t} WHERE contains("{c}", ?)', [cid]).fetchall()[0][0]]
+    con.close()
+    assert hits == []
+    for path in (folder / "shoplens.profiles").glob("*.sqlite"):
+        assert cid.encode() not in path.read_bytes()
+    assert cid.encode() not in (folder / "shoplens.access.sqlite").read_bytes() or \
+        sqlite3.connect(folder / "shoplens.access.sqlite").execute("SELECT count(*) FROM audit WHERE customer_id = ?", [cid]).fetchone()[0] == 0
+
+
+def test_requests_are_audited(server: dict) -> None:
+    get(server, f"/profiles/{server['example']}", "service")
+    db = sqlite3.connect(Path(server["folder"]) / "shoplens.access.sqlite")
+    names = {r[0] for r in db.execute("SELECT DISTINCT name FROM audit WHERE name IS NOT NULL")}
+    assert {"test-analyst", "test-admin", "test-service"} <= names
+    assert db.execute("SELECT count(*) FROM audit WHERE status = 401").fetchone()[0] >= 2
