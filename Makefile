@@ -18,6 +18,10 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) -e '.[dev,spark]'
+	@# the report test drives Debian's headless Chromium (Playwright's own browser download is not reachable)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; } || \
+	  echo "warning: chromium missing and not root: the report test will be skipped (apt-get install chromium)"
 	touch $@
 
 setup: $(VENV)/.base

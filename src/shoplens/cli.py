@@ -374,6 +374,21 @@ def audience(
         console.print(f"wrote {out}")
 
 
+@app.command()
+def report(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("shoplens-report.html"),
+) -> None:
+    """Write a self-contained HTML report (opens offline in any browser)."""
+    from shoplens.report import build_report
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.for_config(cfg, read_only=True) as store, err_console.status("writing report"):
+        path = build_report(store, out)
+    console.print(f"wrote {path}")
+
+
 @app.command("demo-data")
 def demo_data(
     customers: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 2000,

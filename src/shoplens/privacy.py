@@ -46,14 +46,20 @@ MASK_RULES: tuple[tuple[str, str, str], ...] = (
     ("PHONE", rf"(^|[^0-9])\(?{_D}{{3}}\)?[ .-]{_D}{{3}}[ .-]{_D}{{4}}([^0-9]|$)", r"\1[PHONE]\2"),
 )
 _COMPILED = tuple((label, re.compile(p), r) for label, p, r in MASK_RULES)
+# full-width ASCII variants (Ａ１＠．) and the ideographic space, common in Chinese text,
+# are folded to ASCII first, or "ＡＢＣ＠ＳＯＨＵ．ＣＯＭ" would slip past the patterns
+FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
+HALF_WIDTH = "".join(chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)) + " "
+_FOLD = str.maketrans(FULL_WIDTH, HALF_WIDTH)
 
 
 def mask_text(text: str) -> str:
     """Replace phones, e-mails, Chinese ID-card and bank-card numbers with placeholders.
 
     >>> mask_text("电话13812345678，邮箱 a.b@shop.cn")
-    '电话[PHONE]，邮箱 [EMAIL]'
+    '电话[PHONE],邮箱 [EMAIL]'
     """
+    text = text.translate(_FOLD)
     for _label, rx, repl in _COMPILED:
         # twice: adjacent matches share the boundary character the first pass consumed
         text = rx.sub(repl, rx.sub(repl, text))
@@ -62,7 +68,8 @@ def mask_text(text: str) -> str:
 
 def mask_sql(expr: str) -> str:
     """The same masking as a DuckDB SQL expression over ``expr``."""
-    out = expr
+    fw, hw = FULL_WIDTH.replace("'", "''"), HALF_WIDTH.replace("'", "''")
+    out = f"translate({expr}, '{fw}', '{hw}')"
     for _label, pattern, repl in MASK_RULES:
         sql_pat = pattern.replace("'", "''")
         sql_repl = repl.replace("'", "''")

@@ -1,0 +1,157 @@
+"""``shoplens report``: one self-contained HTML file (charts as inline SVG, no scripts,
+no network) about the current snapshot: segments, the RFM grid, predicted value and
+churn, ratings by category and the complaints behind them, with quotes.
+
+Text sentiment and aspects come with the text-intelligence stage; until then the
+report uses customers' star ratings and says so.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shoplens.store import Store
+
+CSS = """
+body{font-family:system-ui,'Noto Sans CJK SC','WenQuanYi Micro Hei',sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:1.5rem}.chart svg{width:100%;height:auto}
+table{border-collapse:collapse;font-size:.9rem}td,th{border-bottom:1px solid #eee;padding:.3rem .6rem;text-align:left}
+blockquote{margin:.4rem 0;padding:.3rem .8rem;border-left:3px solid #c33;background:#fafafa;font-size:.9rem}
+.note{color:#666;font-size:.85rem}
+"""
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    with warnings.catch_warnings():  # CJK glyphs: text stays text, the browser draws it
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _figure(width: float = 6, height: float = 3.4) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: the browser renders Chinese with its own fonts
+    plt.rcParams["font.family"] = ["sans-serif"]
+    plt.rcParams["font.sans-serif"] = ["Noto Sans CJK SC", "WenQuanYi Micro Hei", "DejaVu Sans"]
+    return plt.subplots(figsize=(width, height))
+
+
+def _charts(store: Store, s: str) -> dict[str, str]:
+    import numpy as np
+
+    charts: dict[str, str] = {}
+    seg = store.con.execute(
+        f"SELECT rfm_segment_zh || ' ' || rfm_segment, count(*) FROM {s}.customer_features GROUP BY 1 ORDER BY 2").fetchall()
+    fig, ax = _figure(6, 4)
+    ax.barh([r[0] for r in seg], [r[1] for r in seg], color="#3a7bd5")
+    ax.set_xlabel("customers")
+    ax.set_title("RFM segments")
+    charts["segments"] = _svg(fig)
+
+    grid = np.zeros((5, 5))
+    for r, f, n in store.con.execute(
+            f"SELECT r_score, f_score, count(*) FROM {s}.customer_features WHERE r_score IS NOT NULL GROUP BY 1, 2").fetchall():
+        grid[5 - int(r), int(f) - 1] = n
+    fig, ax = _figure(4.5, 4)
+    im = ax.imshow(grid, cmap="Blues")
+    ax.set_xticks(range(5), [str(i) for i in range(1, 6)])
+    ax.set_yticks(range(5), [str(i) for i in range(5, 0, -1)])
+    ax.set_xlabel("F score")
+    ax.set_ylabel("R score")
+    for i in range(5):
+        for j in range(5):
+            ax.text(j, i, f"{int(grid[i, j])}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title("RFM grid (customers)")
+    charts["rfm_grid"] = _svg(fig)
+
+    clv = [r[0] for r in store.con.execute(f"SELECT clv FROM {s}.customer_predictions WHERE clv > 0").fetchall()]
+    churn = [r[0] for r in store.con.execute(f"SELECT churn_risk FROM {s}.customer_predictions WHERE churn_risk IS NOT NULL").fetchall()]
+    fig, ax = _figure()
+    if clv:
+        ax.hist(np.log10(clv), bins=30, color="#2a9d8f")
+        ax.set_xlabel("log10 CLV (12 months, base currency)")
+    ax.set_ylabel("customers")
+    ax.set_title("Predicted customer lifetime value")
+    charts["clv"] = _svg(fig)
+    fig, ax = _figure()
+    if churn:
+        ax.hist(churn, bins=20, range=(0, 1), color="#e76f51")
+    ax.set_xlabel("churn risk (no purchase in the horizon)")
+    ax.set_title("Churn risk")
+    charts["churn"] = _svg(fig)
+
+    cats = store.con.execute(
+        "SELECT regexp_extract(p.category, '^([^/>]+)', 1) AS cat, avg(t.rating), count(*) FROM texts t "
+        "JOIN products p USING (product_id) WHERE t.rating IS NOT NULL GROUP BY 1 ORDER BY 2").fetchall()
+    fig, ax = _figure()
+    if cats:
+        ax.barh([f"{c} ({n})" for c, _r, n in cats], [r for _c, r, _n in cats], color="#8d6cab")
+        ax.set_xlim(1, 5)
+    ax.set_xlabel("mean star rating (number of reviews)")
+    ax.set_title("Ratings by category")
+    charts["ratings"] = _svg(fig)
+    return charts
+
+
+def build_report(store: Store, out: Path) -> Path:
+    """Write the report for the current snapshot to ``out`` and return the path."""
+    snap = store.require_snapshot()
+    s = f"snap_{snap}"
+    meta = store.record("SELECT as_of, finished_at, n_customers FROM snapshots WHERE snapshot_id = ?", [snap])
+    charts = _charts(store, s)
+    segs = store.con.execute(
+        f"SELECT f.rfm_segment, any_value(f.rfm_segment_zh), count(*), avg(f.total_spend), avg(p.clv), avg(p.churn_risk) "
+        f"FROM {s}.customer_features f LEFT JOIN {s}.customer_predictions p USING (customer_id) GROUP BY 1 ORDER BY 3 DESC"
+    ).fetchall()
+    complaints = store.con.execute(
+        "SELECT cat, text, rating FROM (SELECT regexp_extract(p.category, '^([^/>]+)', 1) AS cat, t.text, t.rating, "
+        "row_number() OVER (PARTITION BY regexp_extract(p.category, '^([^/>]+)', 1) ORDER BY t.rating, length(t.text) DESC, t.text_id) AS k "
+        "FROM texts t JOIN products p USING (product_id) WHERE t.rating <= 2) WHERE k <= 2 ORDER BY cat, k"
+    ).fetchall()
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(str(zh))} {e(str(en))}</td><td>{n:,}</td><td>{spend:,.0f}</td>"
+        f"<td>{'' if clv is None else f'{clv:,.0f}'}</td><td>{'' if churn is None else f'{churn:.0%}'}</td></tr>"
+        for en, zh, n, spend, clv, churn in segs
+    )
+    quotes = ""
+    last = None
+    for cat, text, rating in complaints:
+        if cat != last:
+            quotes += f"<h3>{e(str(cat))}</h3>"
+            last = cat
+        quotes += f"<blockquote>{'★' * int(rating)} {e(text[:300])}</blockquote>"
+    page = f"""<!doctype html>
+<html lang="zh"><head><meta charset="utf-8"><title>ShopLens report</title><style>{CSS}</style></head>
+<body>
+<h1>ShopLens · 客户洞察报告</h1>
+<p>Snapshot {snap}, data as of {meta.get('as_of')}, {meta.get('n_customers', 0):,} customers. Generated {datetime.now():%Y-%m-%d %H:%M}.</p>
+<h2>Segments 客户细分</h2>
+<div class="grid"><div class="chart">{charts['segments']}</div><div class="chart">{charts['rfm_grid']}</div></div>
+<table><tr><th>segment</th><th>customers</th><th>mean spend</th><th>mean CLV (12 m)</th><th>mean churn risk</th></tr>{rows}</table>
+<h2>Value and churn 价值与流失</h2>
+<div class="grid"><div class="chart">{charts['clv']}</div><div class="chart">{charts['churn']}</div></div>
+<h2>What customers say 客户评价</h2>
+<p class="note">Star ratings for now; sentiment and aspects (quality, logistics, service ...) arrive with the text stage.
+Quotes are PII-masked.</p>
+<div class="grid"><div class="chart">{charts['ratings']}</div><div>{quotes}</div></div>
+</body></html>"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
