@@ -182,3 +182,17 @@ def test_requests_are_audited(server: dict) -> None:
     names = {r[0] for r in db.execute("SELECT DISTINCT name FROM audit WHERE name IS NOT NULL")}
     assert {"test-analyst", "test-admin", "test-service"} <= names
     assert db.execute("SELECT count(*) FROM audit WHERE status = 401").fetchone()[0] >= 2
+
+
+def test_served_documents_follow_the_published_json_schema(server: dict) -> None:
+    import json
+
+    from shoplens.profile_schema import ProfileDocument, json_schema
+
+    committed = json.loads((Path(__file__).resolve().parents[1] / "docs" / "profile.schema.json").read_text())
+    assert committed == json_schema()  # regenerate with: python -m shoplens.profile_schema > docs/profile.schema.json
+    db = sqlite3.connect(next((server["folder"] / "shoplens.profiles").glob("snap_*.sqlite")))
+    docs = [json.loads(d) for (d,) in db.execute("SELECT doc FROM profiles LIMIT 200")]
+    for doc in docs:
+        ProfileDocument.model_validate(doc)
+    assert any(d["tags"] for d in docs) and any(d["predictions"] for d in docs)

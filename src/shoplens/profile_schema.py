@@ -1,0 +1,98 @@
+"""The profile document as typed models: the versioned contract of ``shoplens profile
+--json`` and ``GET /profiles/{id}``. ``docs/profile.schema.json`` is generated from it
+(``python -m shoplens.profile_schema``) and a test keeps the two equal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Demographics(_Doc):
+    gender: str | None
+    birth_year: int | None
+    age: int | None
+    city: str | None
+    region: str | None
+    country: str | None
+    channel: str | None
+    signup_at: str | None
+
+
+class Category(_Doc):
+    category: str | None
+    spend: float | None
+    share: float | None
+
+
+class TextSignals(_Doc):
+    n_texts: int
+    mean_rating: float | None
+    languages: list[str]
+    sentiment: Any = None
+    aspects: Any = None
+    interests: Any = None
+
+
+class Predictions(_Doc):
+    p_alive: float | None
+    expected_purchases: float | None
+    expected_spend: float | None
+    clv: float | None
+    purchase_propensity: float | None
+    churn_risk: float | None
+    churn_reasons: list[str]
+    churn_reasons_zh: list[str]
+    models: str
+
+
+class Tag(_Doc):
+    tag: str
+    tag_en: str
+    reason: str
+    reason_en: str
+
+
+class Provenance(_Doc):
+    snapshot_id: int
+    built_at: str | None
+    as_of: str
+    config_hash: str | None
+    last_ingest_id: int | None
+    shoplens_version: str | None
+    features: str
+
+
+class ProfileDocument(_Doc):
+    """Profile document version 0.1."""
+
+    profile_version: str
+    customer_id: str
+    demographics: Demographics
+    behaviour: dict[str, dict[str, Any]]
+    categories: list[Category]
+    text: TextSignals
+    predictions: Predictions | None
+    segment: Any = None
+    tags: list[Tag]
+    risk_flags: list[Any]
+    recommendations: list[Any]
+    provenance: Provenance
+
+
+def json_schema() -> dict[str, Any]:
+    schema = ProfileDocument.model_json_schema()
+    schema["$id"] = "https://shoplens.invalid/schemas/profile-0.1.json"
+    return schema
+
+
+if __name__ == "__main__":  # pragma: no cover
+    json.dump(json_schema(), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
