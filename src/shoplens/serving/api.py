@@ -8,6 +8,7 @@ are ``{"error": "..."}`` with the status the library's exception carries.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +86,18 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
             snap = None
         return {"status": "ok", "snapshot_id": None if snap is None else int(snap[0])}
 
-    @app.get("/profiles/{customer_id}")
+    @app.get("/profiles/{customer_id}", response_model=None)
     def profile(request: Request, customer_id: str, include_pii: bool = False,
-                x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+                x_api_key: str | None = Header(default=None)) -> dict[str, Any] | Response:
         who = principal(request, x_api_key)
         cid = resolve(customer_id)
         request.state.customer_id = cid
-        doc = reader.get(cid)
-        if doc is None:
+        raw = reader.get_raw(cid)
+        if raw is None:
             raise NotFoundError(f"customer '{customer_id}' not found in the current snapshot")
+        if who.role != "service" and not include_pii:
+            return Response(raw, media_type="application/json")  # stored JSON, served as is
+        doc = json.loads(raw)
         if who.role == "service":
             doc = {k: doc[k] for k in SERVICE_FIELDS if k in doc}
         if include_pii:

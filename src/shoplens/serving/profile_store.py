@@ -151,6 +151,11 @@ class ProfileReader:
             self._name = name
         return self._db
 
-    def get(self, customer_id: str) -> dict[str, Any] | None:
+    def get_raw(self, customer_id: str) -> str | None:
+        """The stored JSON text of a profile (served as is, without re-encoding)."""
         row = self.db().execute("SELECT doc FROM profiles WHERE customer_id = ?", [customer_id]).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        return None if row is None else str(row[0])
+
+    def get(self, customer_id: str) -> dict[str, Any] | None:
+        raw = self.get_raw(customer_id)
+        return None if raw is None else dict(json.loads(raw))
