@@ -261,11 +261,20 @@ def datasets_load(
 
 @evaluate_app.command("predictions")
 def evaluate_predictions_cmd(
-    dataset: Annotated[str, typer.Option(help="Data set: cdnow (the 2,357-customer BTYD sample).")] = "cdnow",
+    dataset: Annotated[str, typer.Option(help="cdnow (the 2,357-customer BTYD sample) or demo (text-feature lift).")] = "cdnow",
     as_json: Annotated[bool, typer.Option("--json", help="Print the tables as JSON.")] = False,
 ) -> None:
     """CLV parameters vs published, holdout by frequency, propensity metrics vs baselines."""
-    from shoplens.models.evaluate import evaluate_predictions
+    from shoplens.models.evaluate import evaluate_predictions, evaluate_text_lift
+
+    if dataset == "demo":
+        with err_console.status("evaluating the text-feature lift on the demo shop"):
+            lift = evaluate_text_lift()
+        if as_json:
+            print(lift.reset_index().to_json(orient="records", indent=2))
+        else:
+            _print_frame("purchase propensity on the demo shop (cross-validated means)", lift, 4)
+        return
 
     with err_console.status(f"evaluating predictions on {dataset}"):
         ev = evaluate_predictions(dataset)

@@ -24,12 +24,17 @@ from shoplens.store import Store
 NON_FEATURES = {"customer_id", "first_order_at", "last_order_at", "rfm_score", "rfm_segment",
                 "rfm_segment_zh", "top_category", "r_score", "f_score", "m_score"}
 RANKED = ("recency_days", "total_spend", "n_orders", "expected_purchases", "p_alive", "T")
+# what customers wrote, as of the cut-off: NULL (not 0) for customers without texts. The
+# text stage (sentiment, aspects) adds its columns here as it lands.
+TEXT_FEATURES = ["n_reviews", "mean_rating", "negative_review_share", "n_chats"]
 MODEL_FEATURES = (
     [c for c in FEATURE_COLUMNS if c not in NON_FEATURES]
     + ["gap_ratio", "p_alive", "expected_purchases"]
     + [f"pct_{c}" for c in RANKED]  # percentile within the cut-off: stable as the base ages
     + ["r_score", "f_score", "m_score", "rfm_sum"]
+    + TEXT_FEATURES
 )
+BEHAVIOUR_FEATURES = [c for c in MODEL_FEATURES if c not in TEXT_FEATURES]
 MIN_CUSTOMERS = 20
 
 
@@ -58,7 +63,13 @@ def features_at(store: Store, cutoff: date, horizon_days: int) -> pd.DataFrame:
     for c in RANKED:
         df[f"pct_{c}"] = df[c].rank(pct=True)
     df["rfm_sum"] = df.r_score + df.f_score + df.m_score
-    return df
+    text = store.con.execute(
+        "SELECT customer_id, count(*) FILTER (WHERE kind = 'review') AS n_reviews, avg(rating) AS mean_rating, "
+        "avg(CASE WHEN rating <= 2 THEN 1.0 WHEN rating IS NOT NULL THEN 0.0 END) AS negative_review_share, "
+        "count(*) FILTER (WHERE kind = 'chat') AS n_chats FROM texts WHERE created_at < ? GROUP BY 1",
+        [_dt(cutoff)],
+    ).df().set_index("customer_id")
+    return df.join(text.astype(float), how="left")
 
 
 def labels_after(store: Store, cutoff: date, horizon_days: int) -> pd.Series:
@@ -88,9 +99,10 @@ def make_folds(store: Store, cutoffs: list[date], horizon_days: int) -> list[Fol
 class PropensityModel:
     """LightGBM classifier of 'buys within the horizon' on behavioural + BG/NBD features."""
 
-    def __init__(self, horizon_days: int = 90, seed: int = 0) -> None:
+    def __init__(self, horizon_days: int = 90, seed: int = 0, features: list[str] | None = None) -> None:
         self.horizon_days = horizon_days
         self.seed = seed
+        self.features = features or MODEL_FEATURES
 
     def fit(self, frame: pd.DataFrame) -> PropensityModel:
         lgb = require("lightgbm", "models")
@@ -101,20 +113,20 @@ class PropensityModel:
             n_estimators=300, learning_rate=0.02, num_leaves=4, min_child_samples=100, reg_lambda=10.0,
             random_state=self.seed, verbose=-1, deterministic=True, force_row_wise=True, n_jobs=1,
         )
-        self.model_.fit(frame[MODEL_FEATURES], y)
-        p = self.model_.predict_proba(frame[MODEL_FEATURES])[:, 1]
+        self.model_.fit(frame[self.features], y)
+        p = self.model_.predict_proba(frame[self.features])[:, 1]
         self.threshold_ = best_f1_threshold(y, p)
         return self
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if not hasattr(self, "model_"):
             raise ModelError("the propensity model is not fitted yet: call fit() first")
-        return self.model_.predict_proba(frame[MODEL_FEATURES])[:, 1]
+        return self.model_.predict_proba(frame[self.features])[:, 1]
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-customer, per-feature contributions to the log-odds of buying."""
-        raw = self.model_.predict_proba(frame[MODEL_FEATURES], pred_contrib=True)
-        return pd.DataFrame(raw[:, :-1], index=frame.index, columns=MODEL_FEATURES)
+        raw = self.model_.predict_proba(frame[self.features], pred_contrib=True)
+        return pd.DataFrame(raw[:, :-1], index=frame.index, columns=self.features)
 
 
 def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
@@ -149,7 +161,8 @@ def rfm_rule_score(frame: pd.DataFrame) -> np.ndarray:
     return frame.rfm_sum.to_numpy(float)
 
 
-def cross_validate(folds: list[Fold], horizon_days: int) -> pd.DataFrame:
+def cross_validate(folds: list[Fold], horizon_days: int, baselines: bool = True,
+                   features: list[str] | None = None, label: str = "LightGBM (behaviour + BG/NBD)") -> pd.DataFrame:
     """Expanding-window CV: for each test cut-off, train on earlier cut-offs whose label
     windows ended before it; evaluate the model and both baselines on the test cut-off."""
     rows = []
@@ -158,13 +171,15 @@ def cross_validate(folds: list[Fold], horizon_days: int) -> pd.DataFrame:
         if not train:
             continue
         tr = pd.concat([f.frame for f in train])
-        model = PropensityModel(horizon_days).fit(tr)
+        model = PropensityModel(horizon_days, features=features).fit(tr)
         te = test.frame
         y = te["label"].to_numpy()
         if len(np.unique(y)) < 2:
             continue
         p = model.predict_proba(te)
-        rows.append({"cutoff": test.cutoff, "model": "LightGBM (behaviour + BG/NBD)", **classifier_metrics(y, p, p, model.threshold_)})
+        rows.append({"cutoff": test.cutoff, "model": label, **classifier_metrics(y, p, p, model.threshold_)})
+        if not baselines:
+            continue
         # RFM rule: probability = training purchase rate per RFM sum
         tr_score, te_score = rfm_rule_score(tr), rfm_rule_score(te)
         rate = pd.Series(tr["label"].to_numpy()).groupby(tr_score).mean()
