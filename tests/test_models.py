@@ -95,3 +95,15 @@ def test_saved_models_refuse_a_mismatched_fingerprint(demo_shop) -> None:
         assert params["r"] > 0 and params["alpha"] > 0
         with pytest.raises(ModelError, match=r"refusing to load model 'bg_nbd'.*config_hash: saved"):
             load_model(st, schema, "bg_nbd", meta | {"config_hash": "something-else"})
+
+
+def test_text_features_are_null_without_texts(demo_shop) -> None:
+    from shoplens.models.propensity import TEXT_FEATURES, features_at
+    from shoplens.store import Store
+
+    with Store.open(demo_shop.folder / "shoplens.duckdb", read_only=True) as st:
+        f = features_at(st, demo_shop.build.as_of, 90)
+    assert set(TEXT_FEATURES) <= set(f.columns)
+    wrote = f.n_reviews.notna()
+    assert 0 < wrote.sum() < len(f)  # some buyers wrote, some did not: those stay NULL, not 0
+    assert f.loc[wrote, "mean_rating"].between(1, 5).all()
