@@ -196,3 +196,8 @@ def test_served_documents_follow_the_published_json_schema(server: dict) -> None
     for doc in docs:
         ProfileDocument.model_validate(doc)
     assert any(d["tags"] for d in docs) and any(d["predictions"] for d in docs)
+
+
+def test_plain_language_needs_an_llm(server: dict) -> None:
+    r = post(server, "/audiences", "analyst", {"question": "high value customers"})
+    assert r.status_code == 400 and "need an LLM" in r.json()["error"]

@@ -115,6 +115,18 @@ class PredictionsConfig(_Strict):
     backtests: int = Field(default=4, ge=1, le=24)  # earlier cut-offs the propensity model trains on
 
 
+class LLMConfig(_Strict):
+    """The language model used for personas and plain-language audiences."""
+
+    type: Literal["none", "openai"] = "none"  # none: deterministic templates, no LLM
+    base_url: str = "http://127.0.0.1:8080/v1"
+    model: str = "local"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    cache: str | None = ".shoplens/llm-cache.sqlite"  # replies keyed by prompt hash; None disables
+
+
 class Config(_Strict):
     """The whole ``shoplens.toml``."""
 
@@ -123,6 +135,7 @@ class Config(_Strict):
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     root: Path = Field(default=Path("."), exclude=True)
 

@@ -34,13 +34,17 @@ class AudienceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filter: dict[str, Any] | None = None
     text: str | None = Field(default=None, max_length=2000)
+    question: str | None = Field(default=None, max_length=500)  # plain language, needs [llm]
     page: int = Field(default=1, ge=1)
     page_size: int = Field(default=100, ge=1, le=MAX_PAGE)
     format: str = Field(default="json", pattern="^(json|csv|parquet)$")
 
 
 def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
+    from shoplens.llm import provider_from_config
+
     store_path = cfg.store_path
+    llm = provider_from_config(cfg)
     if keys is None:
         try:
             from shoplens.ingest.pipeline import keys_for
@@ -132,9 +136,18 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
     def audiences(request: Request, body: AudienceRequest, x_api_key: str | None = Header(default=None)) -> Any:
         who = principal(request, x_api_key)
         require_role(who, "admin", "analyst")
-        if (body.filter is None) == (body.text is None):
-            raise FilterError("give exactly one of 'filter' (JSON form) or 'text' (text form)")
-        tree = body.filter if body.filter is not None else parse_text(body.text or "")
+        given = [k for k in ("filter", "text", "question") if getattr(body, k) is not None]
+        if len(given) != 1:
+            raise FilterError("give exactly one of 'filter' (JSON form), 'text' (text form) or 'question' (plain language)")
+        explanation = None
+        if body.question is not None:
+            if llm is None:
+                raise FilterError("plain-language questions need an LLM ([llm] in shoplens.toml); use 'text' instead")
+            from shoplens.serving.nl import question_to_filter
+
+            tree, explanation = question_to_filter(llm, body.question)
+        else:
+            tree = body.filter if body.filter is not None else parse_text(body.text or "")
         where, params = compile_filter(tree, FLAT_FIELDS)
         db = reader.db()
         total = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
@@ -143,8 +156,11 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         ids = [r[0] for r in db.execute(
             f"SELECT customer_id FROM flat WHERE {where} ORDER BY customer_id LIMIT ? OFFSET ?",
             [*params, body.page_size, (body.page - 1) * body.page_size])]
-        return {"filter": tree, "filter_text": to_text(tree), "total": total, "page": body.page,
-                "page_size": body.page_size, "customer_ids": ids}
+        out = {"filter": tree, "filter_text": to_text(tree), "total": total, "page": body.page,
+               "page_size": body.page_size, "customer_ids": ids}
+        if explanation is not None:
+            out["explanation"] = explanation
+        return out
 
     @app.delete("/admin/customers/{customer_id}")
     def erase(request: Request, customer_id: str, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:

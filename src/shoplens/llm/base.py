@@ -1,0 +1,104 @@
+"""The LLM provider protocol and the pieces every provider shares.
+
+A provider turns a list of chat messages into text. ShopLens never lets an LLM's words
+reach the data directly: callers ask for JSON, validate it with pydantic, and check
+every claim against computed figures (personas) or compile it through the filter
+language's whitelist (audiences).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from shoplens.config import Config
+from shoplens.errors import ShopLensError
+
+MAX_PROMPT_CHARS = 16_000
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class LLMError(ShopLensError):
+    """The LLM could not be reached, timed out, refused, or answered unusably."""
+
+    http_status = 502
+
+
+class LLMProvider(Protocol):
+    name: str
+
+    def complete(self, messages: list[dict[str, str]], json_mode: bool = False) -> str:
+        """The assistant's reply to ``messages``."""
+        ...
+
+
+class ResponseCache:
+    """Replies keyed by a hash of (provider, model, messages), in a small SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT)")
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT reply FROM replies WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, reply: str) -> None:
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?)", [key, reply])
+
+
+def bounded(messages: list[dict[str, str]], limit: int = MAX_PROMPT_CHARS) -> list[dict[str, str]]:
+    """Refuse prompts over ``limit`` characters rather than send (and pay for) them."""
+    size = sum(len(m.get("content", "")) for m in messages)
+    if size > limit:
+        raise LLMError(f"prompt of {size:,} characters is over the {limit:,}-character limit")
+    return messages
+
+
+def ask_json(provider: LLMProvider, messages: list[dict[str, str]], model: type[Model], retries: int = 1) -> Model:
+    """Ask for JSON matching ``model``; one retry with the validation error shown."""
+    history = list(messages)
+    last = ""
+    for _ in range(retries + 1):
+        reply = provider.complete(history, json_mode=True)
+        try:
+            return model.model_validate_json(_strip_fences(reply))
+        except ValidationError as err:
+            last = str(err).splitlines()[0] if str(err) else "invalid"
+            history = [*messages, {"role": "assistant", "content": reply},
+                       {"role": "user", "content": f"That was not valid JSON for the schema ({last}). Answer with the JSON only."}]
+    raise LLMError(f"the LLM did not return valid JSON after {retries + 1} tries ({last})")
+
+
+def _strip_fences(text: str) -> str:
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.split("\n", 1)[1] if "\n" in t else ""
+        t = t.rsplit("```", 1)[0]
+    return t.strip()
+
+
+def provider_from_config(cfg: Config) -> LLMProvider | None:
+    """The configured provider, or None when ``[llm] type = "none"`` (templates then)."""
+    llm = cfg.llm
+    if llm.type == "none":
+        return None
+    from shoplens.llm.openai_compat import OpenAICompatible
+
+    cache = ResponseCache(cfg.resolve(llm.cache)) if llm.cache else None
+    return OpenAICompatible(llm.base_url, llm.model, api_key_env=llm.api_key_env, timeout_s=llm.timeout_s,
+                            max_retries=llm.max_retries, cache=cache)
