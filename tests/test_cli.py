@@ -33,6 +33,7 @@ def test_demo_then_profile_json(tmp_path: Path) -> None:
     doc = json.loads(prof.stdout)
     assert doc["customer_id"] == cid and doc["behaviour"]["rfm"]["n_orders"] >= 1
     assert doc["provenance"]["snapshot_id"] == summary["snapshot_id"]
+    assert doc["segment"]["name"] and isinstance(doc["segment"]["id"], int)
     pred = doc["predictions"]
     assert pred["clv"] > 0 and 0 <= pred["churn_risk"] <= 1 and 0 <= pred["p_alive"] <= 1
     assert pred["churn_risk"] == pytest.approx(1 - pred["purchase_propensity"], abs=1e-3)

@@ -108,7 +108,7 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
         ("customer_features", ibis.to_sql(features, dialect="duckdb")),
         ("customer_category_shares", ibis.to_sql(categories, dialect="duckdb")),
     ]
-    total = len(steps) + 1
+    total = len(steps) + 2
     for i, (name, sql) in enumerate(steps):
         if on_step:
             on_step(name, i, total)
@@ -118,6 +118,11 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
         on_step("customer_predictions", len(steps), total)
     skipped = _predictions(cfg, store, schema, day, snap)
     _fault_pause("customer_predictions")
+    if on_step:
+        on_step("segments", len(steps) + 1, total)
+    from shoplens.models.segment_step import segment_snapshot
+
+    skipped |= segment_snapshot(cfg, store, schema)
     n = int(store.scalar(f"SELECT count(*) FROM {schema}.customer_features"))
     store.con.execute(f"CREATE INDEX idx_{schema}_cf ON {schema}.customer_features (customer_id)")
     if on_step:

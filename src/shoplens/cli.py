@@ -30,6 +30,8 @@ evaluate_app = typer.Typer(help="Validation on real public data.", no_args_is_he
 app.add_typer(evaluate_app, name="evaluate")
 keys_app = typer.Typer(help="API keys for the REST API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+segments_app = typer.Typer(help="Customer segments of the current snapshot.", invoke_without_command=True)
+app.add_typer(segments_app, name="segments")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -302,6 +304,57 @@ def _print_frame(title: str, frame: Any, digits: int) -> None:
         cells = ("" if v != v else f"{int(v):,}" if c in ints else f"{v:,.{digits}f}" for c, v in row.items())
         t.add_row(str(idx), *cells)
     console.print(t)
+
+
+@segments_app.callback()
+def segments_list(ctx: typer.Context, config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """List segments with size, name, how the persona was written and quality metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.for_config(cfg, read_only=True) as store:
+        snap = store.require_snapshot()
+        rows = store.con.execute(f"SELECT segment_id, name, size, share, source, metrics FROM snap_{snap}.segments ORDER BY segment_id").fetchall()
+    if not rows:
+        console.print("no segments in this snapshot (see [segments] in shoplens.toml)")
+        return
+    t = Table(title=f"segments (snapshot {snap})")
+    for col in ("id", "name", "customers", "share", "persona by"):
+        t.add_column(col)
+    for sid, name, size, share, source, _m in rows:
+        t.add_row(str(sid), name, f"{size:,}", f"{share:.1%}", source)
+    console.print(t)
+    m = json.loads(rows[0][5])
+    console.print(f"{m['method']}, k = {m['k']}: silhouette {m['silhouette']:.3f}, Davies-Bouldin {m['davies_bouldin']:.3f}, "
+                  f"Calinski-Harabasz {m['calinski_harabasz']:,.0f}, bootstrap ARI {m['stability_ari']:.3f}", soft_wrap=True)
+
+
+@segments_app.command("show")
+def segments_show(segment_id: Annotated[int, typer.Argument(help="Segment id from 'shoplens segments'.")],
+                  config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Print one segment: persona, suggested actions, distinguishing figures, categories."""
+    from shoplens.errors import NotFoundError
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.for_config(cfg, read_only=True) as store:
+        snap = store.require_snapshot()
+        row = store.record(f"SELECT * FROM snap_{snap}.segments WHERE segment_id = ?", [segment_id])
+    if not row:
+        raise NotFoundError(f"segment {segment_id} not found in snapshot {snap}: 'shoplens segments' lists them")
+    console.print(f"[bold]{row['segment_id']}: {escape(row['name'])}[/] ({row['size']:,} customers, {row['share']:.1%}; persona: {row['source']})")
+    console.print(escape(row["persona"]), soft_wrap=True)
+    for action in json.loads(row["actions"]):
+        console.print(f"  - {escape(action)}", soft_wrap=True)
+    z = json.loads(row["zscores"])
+    top = sorted(z, key=lambda k: -abs(z[k]))[:6]
+    console.print("distinguishing (z vs all customers): " + ", ".join(f"{k} {z[k]:+.2f}" for k in top), soft_wrap=True)
+    console.print("categories: " + ", ".join(json.loads(row["categories"])), soft_wrap=True)
+    problems = json.loads(row["problems"])
+    if problems:
+        console.print("[yellow]LLM draft rejected:[/] " + escape("; ".join(problems)), soft_wrap=True)
 
 
 @keys_app.command("create")

@@ -115,6 +115,17 @@ class PredictionsConfig(_Strict):
     backtests: int = Field(default=4, ge=1, le=24)  # earlier cut-offs the propensity model trains on
 
 
+class SegmentsConfig(_Strict):
+    """Segmentation and personas (the build's segment step)."""
+
+    enabled: bool = True
+    method: Literal["kmeans", "gmm", "hdbscan"] = "kmeans"
+    k_min: int = Field(default=3, ge=2, le=30)
+    k_max: int = Field(default=8, ge=2, le=30)
+    language: Literal["zh", "en"] = "zh"  # language of segment names and personas
+    bootstrap: int = Field(default=5, ge=0, le=50)  # refits for the stability (ARI) estimate
+
+
 class LLMConfig(_Strict):
     """The language model used for personas and plain-language audiences."""
 
@@ -135,6 +146,7 @@ class Config(_Strict):
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
+    segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     root: Path = Field(default=Path("."), exclude=True)
@@ -150,7 +162,7 @@ class Config(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of the settings that change build results (recorded in each snapshot)."""
-        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions"})
+        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions", "segments"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -80,12 +80,15 @@ txt AS (
     FROM texts GROUP BY customer_id)
 SELECT f.*, d.gender, d.birth_year, d.city, d.region, d.country, d.channel, d.signup_at,
        p.p_alive, p.expected_purchases, p.expected_spend, p.clv, p.purchase_propensity, p.churn_risk,
-       p.churn_reasons, p.churn_reasons_zh, cats.categories, txt.n_texts, txt.mean_rating, txt.languages
+       p.churn_reasons, p.churn_reasons_zh, cats.categories, txt.n_texts, txt.mean_rating, txt.languages,
+       cs.segment_id, sg.name AS segment_name
 FROM {schema}.customer_features f
 JOIN {schema}.customers d USING (customer_id)
 LEFT JOIN {schema}.customer_predictions p USING (customer_id)
 LEFT JOIN cats USING (customer_id)
 LEFT JOIN txt USING (customer_id)
+LEFT JOIN {schema}.customer_segments cs USING (customer_id)
+LEFT JOIN {schema}.segments sg USING (segment_id)
 {where}"""
 
 
@@ -125,7 +128,7 @@ def document(row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
             "interests": None,
         },
         "predictions": _predictions(row),
-        "segment": None,
+        "segment": None if row.get("segment_id") is None else {"id": int(row["segment_id"]), "name": row.get("segment_name")},
         "tags": row.get("tags") or [],
         "risk_flags": [],
         "recommendations": [],

@@ -1,0 +1,65 @@
+"""The build's segment step: cluster the snapshot's customers, describe each segment
+and write ``segments`` and ``customer_segments`` into the snapshot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from shoplens.config import Config
+from shoplens.llm import provider_from_config
+from shoplens.models.btyd import ModelError
+from shoplens.models.personas import llm_persona, segment_stats, template_persona
+from shoplens.models.segments import Segmenter, design_matrix
+from shoplens.store import Store
+
+
+def segment_snapshot(cfg: Config, store: Store, schema: str) -> dict[str, str]:
+    """Returns {"segments": reason} when segmentation had to be skipped, else {}."""
+    frame = store.con.execute(
+        f"SELECT f.*, p.churn_risk, p.clv, t.mean_rating, year(s.as_of) - d.birth_year AS age "
+        f"FROM {schema}.customer_features f JOIN {schema}.customers d USING (customer_id) "
+        f"LEFT JOIN {schema}.customer_predictions p USING (customer_id) "
+        f"CROSS JOIN (SELECT as_of FROM snapshots WHERE snapshot_id = {int(schema.removeprefix('snap_'))}) s "
+        "LEFT JOIN (SELECT customer_id, avg(rating) AS mean_rating FROM texts GROUP BY 1) t USING (customer_id)"
+    ).df().set_index("customer_id").sort_index()
+    store.con.execute(f"CREATE TABLE {schema}.customer_segments (customer_id VARCHAR, segment_id INTEGER)")
+    store.con.execute(
+        f"CREATE TABLE {schema}.segments (segment_id INTEGER, name VARCHAR, persona VARCHAR, actions VARCHAR, "
+        "source VARCHAR, problems VARCHAR, size BIGINT, share DOUBLE, zscores VARCHAR, categories VARCHAR, metrics VARCHAR)"
+    )
+    sc = cfg.segments
+    if not sc.enabled:
+        return {"segments": "disabled in [segments]"}
+    X, used = design_matrix(frame)
+    try:
+        seg = Segmenter(sc.method, (sc.k_min, max(sc.k_min, sc.k_max)), bootstrap=sc.bootstrap).fit(X)
+    except ModelError as err:
+        return {"segments": str(err)}
+    labels = seg.result_.labels
+    cats = {str(cid): [str(c)] for cid, c in frame["top_category"].dropna().items()}
+    quotes: dict[str, tuple[list[str], list[str]]] = {}
+    for cid, text, rating in store.con.execute(
+            "SELECT customer_id, text, rating FROM (SELECT customer_id, text, rating, row_number() OVER "
+            "(PARTITION BY customer_id, rating <= 2 ORDER BY text_id) AS k FROM texts WHERE rating IS NOT NULL) WHERE k = 1").fetchall():
+        neg, pos = quotes.setdefault(cid, ([], []))
+        (neg if rating <= 2 else pos if rating >= 4 else []).append(text[:200])
+    stats = segment_stats(frame, labels, used, cats, quotes)
+    all_cats = {str(c) for c in frame["top_category"].dropna().unique()}
+    llm = provider_from_config(cfg)
+    metrics = json.dumps(seg.result_.metrics | {"k": seg.result_.k, "method": sc.method,
+                                                "features": used, "scores_by_k": seg.result_.scores_by_k})
+    rows = []
+    for s in stats:
+        persona = llm_persona(llm, s, all_cats, sc.language) if llm is not None else template_persona(s, sc.language)
+        rows.append((s.segment_id, persona.name, persona.persona, json.dumps(persona.actions, ensure_ascii=False),
+                     persona.source, json.dumps(persona.problems, ensure_ascii=False), s.size, s.share,
+                     json.dumps({k: round(v, 3) for k, v in s.zscores.items()}), json.dumps(s.categories, ensure_ascii=False), metrics))
+    store.con.executemany(f"INSERT INTO {schema}.segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    assign = pd.DataFrame({"customer_id": frame.index, "segment_id": labels.astype(np.int32)})
+    store.con.register("_assign", assign)
+    store.con.execute(f"INSERT INTO {schema}.customer_segments SELECT * FROM _assign")
+    store.con.unregister("_assign")
+    return {}
