@@ -124,7 +124,13 @@ def build_report(store: Store, out: Path) -> Path:
         "row_number() OVER (PARTITION BY regexp_extract(p.category, '^([^/>]+)', 1) ORDER BY t.rating, length(t.text) DESC, t.text_id) AS k "
         "FROM texts t JOIN products p USING (product_id) WHERE t.rating <= 2) WHERE k <= 2 ORDER BY cat, k"
     ).fetchall()
+    personas = store.con.execute(
+        f"SELECT segment_id, name, size, share, persona, source FROM {s}.segments ORDER BY size DESC").fetchall()
     e = html.escape
+    persona_rows = "".join(
+        f"<tr><td>{sid}</td><td>{e(name)}</td><td>{size:,} ({share:.0%})</td><td>{e(text)}</td><td>{e(src)}</td></tr>"
+        for sid, name, size, share, text, src in personas
+    )
     rows = "".join(
         f"<tr><td>{e(str(zh))} {e(str(en))}</td><td>{n:,}</td><td>{spend:,.0f}</td>"
         f"<td>{'' if clv is None else f'{clv:,.0f}'}</td><td>{'' if churn is None else f'{churn:.0%}'}</td></tr>"
@@ -145,6 +151,8 @@ def build_report(store: Store, out: Path) -> Path:
 <h2>Segments 客户细分</h2>
 <div class="grid"><div class="chart">{charts['segments']}</div><div class="chart">{charts['rfm_grid']}</div></div>
 <table><tr><th>segment</th><th>customers</th><th>mean spend</th><th>mean CLV (12 m)</th><th>mean churn risk</th></tr>{rows}</table>
+<h2>Segments and personas 群体画像</h2>
+<table><tr><th>id</th><th>name</th><th>customers</th><th>persona</th><th>written by</th></tr>{persona_rows}</table>
 <h2>Value and churn 价值与流失</h2>
 <div class="grid"><div class="chart">{charts['clv']}</div><div class="chart">{charts['churn']}</div></div>
 <h2>What customers say 客户评价</h2>
