@@ -56,3 +56,29 @@ def test_report_renders_in_chromium(demo_shop: Summary, tmp_path: Path) -> None:
     assert len(widths) == 5 and all(w > 200 for w in widths)
     assert bars > 50
     assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_segment_map_png_and_interactive_html(demo_shop: Summary, tmp_path: Path) -> None:
+    folder = demo_shop.folder / "shoplens.segments"
+    png = folder / f"snap_{demo_shop.build.snapshot_id}-map.png"
+    page = png.with_suffix(".html")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    text = page.read_text(encoding="utf-8")
+    assert 'src="http' not in text and "<circle" in text
+    _browser_available()
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        pg = browser.new_page()
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(page.as_uri())
+        visible = pg.eval_on_selector_all("circle", "els => els.filter(e => getComputedStyle(e).display !== 'none').length")
+        pg.click("#legend li >> nth=0")  # hide the first segment
+        after = pg.eval_on_selector_all("circle", "els => els.filter(e => getComputedStyle(e).display !== 'none').length")
+        pg.screenshot(path=str(tmp_path / "map.png"))
+        browser.close()
+    assert errors == [] and visible == demo_shop.build.n_customers and 0 < after < visible

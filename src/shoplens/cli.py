@@ -329,6 +329,8 @@ def segments_list(ctx: typer.Context, config: ConfigOpt = DEFAULT_CONFIG) -> Non
     m = json.loads(rows[0][5])
     console.print(f"{m['method']}, k = {m['k']}: silhouette {m['silhouette']:.3f}, Davies-Bouldin {m['davies_bouldin']:.3f}, "
                   f"Calinski-Harabasz {m['calinski_harabasz']:,.0f}, bootstrap ARI {m['stability_ari']:.3f}", soft_wrap=True)
+    maps = cfg.store_path.parent / (cfg.store_path.stem + ".segments")
+    console.print(f"map: {maps / f'snap_{snap}-map.png'} and .html", soft_wrap=True)
 
 
 @segments_app.command("show")
@@ -352,6 +354,9 @@ def segments_show(segment_id: Annotated[int, typer.Argument(help="Segment id fro
     top = sorted(z, key=lambda k: -abs(z[k]))[:6]
     console.print("distinguishing (z vs all customers): " + ", ".join(f"{k} {z[k]:+.2f}" for k in top), soft_wrap=True)
     console.print("categories: " + ", ".join(json.loads(row["categories"])), soft_wrap=True)
+    for label, key in (("praise", "praise"), ("complaints", "complaints")):
+        for quote in json.loads(row[key] or "[]")[:2]:
+            console.print(f"  {label}: “{escape(quote)}”", soft_wrap=True)
     problems = json.loads(row["problems"])
     if problems:
         console.print("[yellow]LLM draft rejected:[/] " + escape("; ".join(problems)), soft_wrap=True)

@@ -28,7 +28,8 @@ def segment_snapshot(cfg: Config, store: Store, schema: str) -> dict[str, str]:
     store.con.execute(f"CREATE TABLE {schema}.customer_segments (customer_id VARCHAR, segment_id INTEGER)")
     store.con.execute(
         f"CREATE TABLE {schema}.segments (segment_id INTEGER, name VARCHAR, persona VARCHAR, actions VARCHAR, "
-        "source VARCHAR, problems VARCHAR, size BIGINT, share DOUBLE, zscores VARCHAR, categories VARCHAR, metrics VARCHAR)"
+        "source VARCHAR, problems VARCHAR, size BIGINT, share DOUBLE, zscores VARCHAR, categories VARCHAR, metrics VARCHAR, "
+        "praise VARCHAR, complaints VARCHAR)"
     )
     sc = cfg.segments
     if not sc.enabled:
@@ -56,8 +57,15 @@ def segment_snapshot(cfg: Config, store: Store, schema: str) -> dict[str, str]:
         persona = llm_persona(llm, s, all_cats, sc.language) if llm is not None else template_persona(s, sc.language)
         rows.append((s.segment_id, persona.name, persona.persona, json.dumps(persona.actions, ensure_ascii=False),
                      persona.source, json.dumps(persona.problems, ensure_ascii=False), s.size, s.share,
-                     json.dumps({k: round(v, 3) for k, v in s.zscores.items()}), json.dumps(s.categories, ensure_ascii=False), metrics))
-    store.con.executemany(f"INSERT INTO {schema}.segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                     json.dumps({k: round(v, 3) for k, v in s.zscores.items()}), json.dumps(s.categories, ensure_ascii=False), metrics,
+                     json.dumps(s.quotes_positive, ensure_ascii=False), json.dumps(s.quotes_negative, ensure_ascii=False)))
+    store.con.executemany(f"INSERT INTO {schema}.segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    from pathlib import Path
+
+    from shoplens.models.segment_map import write_maps
+
+    store_path = Path(store.path)
+    write_maps(X, labels, {r[0]: r[1] for r in rows}, store_path.parent / (store_path.stem + ".segments") / f"{schema}-map")
     assign = pd.DataFrame({"customer_id": frame.index, "segment_id": labels.astype(np.int32)})
     store.con.register("_assign", assign)
     store.con.execute(f"INSERT INTO {schema}.customer_segments SELECT * FROM _assign")
