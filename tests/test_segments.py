@@ -67,6 +67,8 @@ def test_grounding_flags_invented_numbers_and_categories() -> None:
     wrong = PersonaDraft(name="流失客户", persona="共 700 位客户，流失风险 95%，常买美妆。", actions=[])
     problems = check_grounding(wrong, figures, {"数码", "运动", "美妆"})
     assert any("700" in p for p in problems) and any("美妆" in p for p in problems)
+    vague = PersonaDraft(name="数码爱好者", persona="一位喜欢数码产品的年轻女性。", actions=[])
+    assert any("none of the segment's figures" in p for p in check_grounding(vague, figures, {"数码"}))
 
 
 def test_llm_persona_rejected_for_a_wrong_number_falls_back_to_template() -> None:

@@ -129,7 +129,7 @@ class SegmentsConfig(_Strict):
 class LLMConfig(_Strict):
     """The language model used for personas and plain-language audiences."""
 
-    type: Literal["none", "openai"] = "none"  # none: deterministic templates, no LLM
+    type: Literal["none", "openai", "local"] = "none"  # none: templates; local: bundled GGUF in-process
     base_url: str = "http://127.0.0.1:8080/v1"
     model: str = "local"
     api_key_env: str = "OPENAI_API_KEY"

@@ -97,6 +97,10 @@ def provider_from_config(cfg: Config) -> LLMProvider | None:
     llm = cfg.llm
     if llm.type == "none":
         return None
+    if llm.type == "local":
+        from shoplens.llm.local_gguf import LocalGGUF
+
+        return LocalGGUF()
     from shoplens.llm.openai_compat import OpenAICompatible
 
     cache = ResponseCache(cfg.resolve(llm.cache)) if llm.cache else None

@@ -152,10 +152,14 @@ def _allowed_numbers(figures: dict[str, Any]) -> set[float]:
 
 
 def check_grounding(draft: PersonaDraft, figures: dict[str, Any], all_categories: set[str]) -> list[str]:
-    """Problems with a draft: numbers not among the figures, categories not the segment's."""
+    """Problems with a draft: no figures at all, numbers not among the figures, categories
+    not the segment's. (Claims without numbers, e.g. invented ages or jobs, cannot be
+    checked this way; the prompt forbids them and the template is always available.)"""
     allowed = _allowed_numbers(figures)
     problems = []
     text = f"{draft.name} {draft.persona} {' '.join(draft.actions)}"
+    if not NUMBER.findall(draft.persona):
+        problems.append("the persona states none of the segment's figures (size, share or a distinguishing mean)")
     for token in NUMBER.findall(text):
         value = float(token.rstrip("%").replace(",", ""))
         if not any(abs(value - a) <= max(0.051, 0.005 * abs(a)) for a in allowed):

@@ -42,7 +42,11 @@ def write_maps(X: np.ndarray, labels: np.ndarray, names: dict[int, str], out: Pa
     ax.legend(markerscale=3, fontsize=8)
     ax.set_title("Customers by segment (PCA)")
     png = out.with_suffix(".png")
-    fig.savefig(png, dpi=120, bbox_inches="tight")
+    import warnings
+
+    with warnings.catch_warnings():  # CJK glyphs missing from the fallback font only degrade the PNG's legend
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        fig.savefig(png, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
     lo, hi = xy.min(0), xy.max(0)
