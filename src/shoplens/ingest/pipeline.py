@@ -86,6 +86,14 @@ def keys_for(cfg: Config, create: bool = False) -> Keys:
     return load_keys(cfg.privacy.key_env, cfg.resolve(cfg.privacy.key_file), create=create)
 
 
+def optional_keys(cfg: Config) -> Keys | None:
+    """The keys if the secret is available; readers can work with pseudonyms without it."""
+    try:
+        return keys_for(cfg)
+    except ConfigError:
+        return None
+
+
 def ingest(cfg: Config, store: Store, progress: Progress | None = None, create_key: bool = False) -> list[IngestResult]:
     """Ingest every configured source, parents before children.
 

@@ -46,12 +46,9 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
     store_path = cfg.store_path
     llm = provider_from_config(cfg)
     if keys is None:
-        try:
-            from shoplens.ingest.pipeline import keys_for
+        from shoplens.ingest.pipeline import optional_keys
 
-            keys = keys_for(cfg)
-        except ConfigError:
-            keys = None
+        keys = optional_keys(cfg)
     reader = ProfileReader(store_path)
     access = Access(store_path)
     app = FastAPI(title="ShopLens", version="0.1", description="Customer profiles, segments and audiences.")

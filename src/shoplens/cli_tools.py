@@ -1,0 +1,216 @@
+"""More ``shoplens`` commands: evaluation, segments, API keys, serving, audiences,
+erasure and the report. They register on the app defined in ``shoplens.cli``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from shoplens.cli import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    _load,
+    app,
+    console,
+    err_console,
+    evaluate_app,
+    keys_app,
+    segments_app,
+)
+
+
+@evaluate_app.command("predictions")
+def evaluate_predictions_cmd(
+    dataset: Annotated[str, typer.Option(help="cdnow (the 2,357-customer BTYD sample) or demo (text-feature lift).")] = "cdnow",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tables as JSON.")] = False,
+) -> None:
+    """CLV parameters vs published, holdout by frequency, propensity metrics vs baselines."""
+    from shoplens.models.evaluate import evaluate_predictions, evaluate_text_lift
+
+    if dataset == "demo":
+        with err_console.status("evaluating the text-feature lift on the demo shop"):
+            lift = evaluate_text_lift()
+        if as_json:
+            print(lift.reset_index().to_json(orient="records", indent=2))
+        else:
+            _print_frame("purchase propensity on the demo shop (cross-validated means)", lift, 4)
+        return
+
+    with err_console.status(f"evaluating predictions on {dataset}"):
+        ev = evaluate_predictions(dataset)
+    if as_json:
+        print(json.dumps(ev.as_dict(), default=str, indent=2))
+        return
+    _print_frame("BG/NBD and Gamma-Gamma parameters", ev.params, 4)
+    _print_frame("holdout purchases per customer by calibration repeat purchases", ev.holdout, 3)
+    t = ev.totals
+    for name in ("bg_nbd", "corrected_mean", "corrected_point"):
+        console.print(f"{name:>16}: total {t[name]:8.1f} ({100 * (t[name] / t['actual'] - 1):+.1f}% vs actual {t['actual']:.0f}), "
+                      f"per-customer MAE {t['mae_' + name]:.4f}", soft_wrap=True)
+    _print_frame("purchase propensity (cross-validated means)", ev.classifier, 4)
+    for note in ev.notes:
+        console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+
+
+def _print_frame(title: str, frame: Any, digits: int) -> None:
+    t = Table(title=title)
+    t.add_column(str(frame.index.name or ""))
+    for col in frame.columns:
+        t.add_column(str(col), justify="right")
+    ints = {c for c in frame.columns if frame[c].dtype.kind in "iu"}
+    for idx, row in frame.iterrows():
+        cells = ("" if v != v else f"{int(v):,}" if c in ints else f"{v:,.{digits}f}" for c, v in row.items())
+        t.add_row(str(idx), *cells)
+    console.print(t)
+
+
+@segments_app.callback()
+def segments_list(ctx: typer.Context, config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """List segments with size, name, how the persona was written and quality metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.for_config(cfg, read_only=True) as store:
+        snap = store.require_snapshot()
+        rows = store.con.execute(f"SELECT segment_id, name, size, share, source, metrics FROM snap_{snap}.segments ORDER BY segment_id").fetchall()
+    if not rows:
+        console.print("no segments in this snapshot (see [segments] in shoplens.toml)")
+        return
+    t = Table(title=f"segments (snapshot {snap})")
+    for col in ("id", "name", "customers", "share", "persona by"):
+        t.add_column(col)
+    for sid, name, size, share, source, _m in rows:
+        t.add_row(str(sid), name, f"{size:,}", f"{share:.1%}", source)
+    console.print(t)
+    m = json.loads(rows[0][5])
+    console.print(f"{m['method']}, k = {m['k']}: silhouette {m['silhouette']:.3f}, Davies-Bouldin {m['davies_bouldin']:.3f}, "
+                  f"Calinski-Harabasz {m['calinski_harabasz']:,.0f}, bootstrap ARI {m['stability_ari']:.3f}", soft_wrap=True)
+    maps = cfg.store_path.parent / (cfg.store_path.stem + ".segments")
+    console.print(f"map: {maps / f'snap_{snap}-map.png'} and .html", soft_wrap=True)
+
+
+@segments_app.command("show")
+def segments_show(segment_id: Annotated[int, typer.Argument(help="Segment id from 'shoplens segments'.")],
+                  config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Print one segment: persona, suggested actions, distinguishing figures, categories."""
+    from shoplens.errors import NotFoundError
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.for_config(cfg, read_only=True) as store:
+        snap = store.require_snapshot()
+        row = store.record(f"SELECT * FROM snap_{snap}.segments WHERE segment_id = ?", [segment_id])
+    if not row:
+        raise NotFoundError(f"segment {segment_id} not found in snapshot {snap}: 'shoplens segments' lists them")
+    console.print(f"[bold]{row['segment_id']}: {escape(row['name'])}[/] ({row['size']:,} customers, {row['share']:.1%}; persona: {row['source']})")
+    console.print(escape(row["persona"]), soft_wrap=True)
+    for action in json.loads(row["actions"]):
+        console.print(f"  - {escape(action)}", soft_wrap=True)
+    z = json.loads(row["zscores"])
+    top = sorted(z, key=lambda k: -abs(z[k]))[:6]
+    console.print("distinguishing (z vs all customers): " + ", ".join(f"{k} {z[k]:+.2f}" for k in top), soft_wrap=True)
+    console.print("categories: " + ", ".join(json.loads(row["categories"])), soft_wrap=True)
+    for label, key in (("praise", "praise"), ("complaints", "complaints")):
+        for quote in json.loads(row[key] or "[]")[:2]:
+            console.print(f"  {label}: “{escape(quote)}”", soft_wrap=True)
+    problems = json.loads(row["problems"])
+    if problems:
+        console.print("[yellow]LLM draft rejected:[/] " + escape("; ".join(problems)), soft_wrap=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who the key is for.")],
+    role: Annotated[str, typer.Option(help="admin, analyst or service.")] = "analyst",
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    from shoplens.serving.access import Access
+
+    cfg = _load(config)
+    access = Access(cfg.store_path)
+    key = access.create_key(name, role)
+    access.close()
+    console.print(f"API key for {name} ({role}), shown once: [bold]{key}[/]", soft_wrap=True)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve profiles, segments and audiences over HTTP (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from shoplens.serving.api import create_app
+
+    uvicorn.run(create_app(_load(config)), host=host, port=port, log_level="info")
+
+
+@app.command()
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="Pseudonym (c_...) or, with the secret key, the shop's own id.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Erase a customer from every table, snapshot, serving file, vault and log."""
+    from shoplens.erasure import forget as erase
+    from shoplens.ingest.pipeline import optional_keys
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.for_config(cfg) as store:
+        report = erase(store, customer_id, optional_keys(cfg))
+    console.print(f"erased {report.customer_id}: " + ", ".join(f"{k} {v}" for k, v in report.removed.items()), soft_wrap=True)
+
+
+@app.command()
+def audience(
+    expression: Annotated[str, typer.Argument(help="Filter, e.g. \"age 25-34 AND churn_risk > 0.6\".")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[Path | None, typer.Option(help="Write the audience to .csv or .parquet.")] = None,
+) -> None:
+    """Select customers with the filter language; print the count or export them."""
+    from shoplens.serving.audience import compile_filter, parse_text, to_text
+    from shoplens.serving.profile_store import FLAT_FIELDS, ProfileReader
+
+    cfg = _load(config)
+    tree = parse_text(expression)
+    where, params = compile_filter(tree, FLAT_FIELDS)
+    db = ProfileReader(cfg.store_path).db()
+    total = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
+    console.print(f"filter: {to_text(tree)}", soft_wrap=True)
+    console.print(f"{total:,} customers")
+    if out is not None:
+        import pandas as pd
+
+        frame = pd.read_sql_query(f"SELECT * FROM flat WHERE {where} ORDER BY customer_id", db, params=params)
+        if out.suffix == ".parquet":
+            frame.to_parquet(out, index=False)
+        else:
+            frame.to_csv(out, index=False)
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def report(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("shoplens-report.html"),
+) -> None:
+    """Write a self-contained HTML report (opens offline in any browser)."""
+    from shoplens.report import build_report
+    from shoplens.store import Store
+
+    cfg = _load(config)
+    with Store.for_config(cfg, read_only=True) as store, err_console.status("writing report"):
+        path = build_report(store, out)
+    console.print(f"wrote {path}")
+
+
