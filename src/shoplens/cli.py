@@ -23,7 +23,8 @@ from rich.table import Table
 
 from shoplens.errors import ShopLensError
 
-app = typer.Typer(help="ShopLens: e-commerce customer profiles (用户画像), offline.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="ShopLens: e-commerce customer profiles (用户画像), offline.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
 datasets_app = typer.Typer(help="Real public data sets shipped in registry packages.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 evaluate_app = typer.Typer(help="Validation on real public data.", no_args_is_help=True)
@@ -317,25 +318,20 @@ pii = { name = "encrypt", phone = "encrypt", email = "encrypt", address = "drop"
 
 
 def main() -> None:
-    """Console entry point: run the app, turning ShopLens errors into clean messages."""
+    """Console entry point: typer handles usage errors and --help; ShopLens errors become
+    one red line and exit code 2, never a stack trace."""
     try:
-        app(standalone_mode=False)
+        app()
     except ShopLensError as err:
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         sys.exit(2)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
 
 
 # the analysis and serving commands live in their own module and register on `app`
 from shoplens import cli_tools  # noqa: E402,F401
 
 if __name__ == "__main__":
-    main()
+    # run the module's imported twin: that is where cli_tools registered its commands
+    from shoplens.cli import main as _main
+
+    _main()
