@@ -99,8 +99,12 @@ def test_unknown_id_is_404_with_message(server: dict) -> None:
 
 
 def test_segments_and_paged_members(server: dict) -> None:
-    segs = get(server, "/segments", "analyst").json()
-    top = segs[0]
+    body = get(server, "/segments", "analyst").json()
+    clusters = body["segments"]
+    assert clusters and all(c["name"] for c in clusters)
+    first = get(server, f"/segments/{clusters[0]['id']}/members?page_size=3", "analyst").json()
+    assert first["total"] == clusters[0]["customers"] and len(first["customer_ids"]) == min(3, first["total"])
+    top = body["rfm_segments"][0]
     assert top["customers"] > 0
     page = get(server, f"/segments/{top['segment']}/members?page=1&page_size=5", "analyst").json()
     assert page["total"] == top["customers"] and len(page["customer_ids"]) == min(5, top["customers"])

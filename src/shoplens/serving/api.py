@@ -107,26 +107,38 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         return doc
 
     @app.get("/segments")
-    def segments(request: Request, x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
+    def segments(request: Request, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
         principal(request, x_api_key)
-        rows = reader.db().execute(
+        db = reader.db()
+        clusters = db.execute(
+            "SELECT segment_id, segment_name, count(*), avg(total_spend), avg(churn_risk) FROM flat "
+            "WHERE segment_id IS NOT NULL GROUP BY 1, 2 ORDER BY 1").fetchall()
+        rfm = db.execute(
             "SELECT rfm_segment, rfm_segment_zh, count(*), avg(total_spend), avg(churn_risk) FROM flat "
             "GROUP BY 1, 2 ORDER BY 3 DESC").fetchall()
-        return [{"segment": s, "segment_zh": z, "customers": n, "mean_spend": spend, "mean_churn_risk": churn}
-                for s, z, n, spend, churn in rows]
+        return {
+            "segments": [{"id": int(i), "name": n, "customers": c, "mean_spend": s, "mean_churn_risk": r}
+                         for i, n, c, s, r in clusters],
+            "rfm_segments": [{"segment": s, "segment_zh": z, "customers": n, "mean_spend": spend, "mean_churn_risk": churn}
+                             for s, z, n, spend, churn in rfm],
+        }
 
     @app.get("/segments/{name}/members")
     def members(request: Request, name: str, page: int = Query(default=1, ge=1),
                 page_size: int = Query(default=100, ge=1, le=MAX_PAGE),
                 x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        """Members of a segment, by id or name, or of an RFM segment by its name."""
         principal(request, x_api_key)
         db = reader.db()
-        total = db.execute("SELECT count(*) FROM flat WHERE rfm_segment = ? OR rfm_segment_zh = ?", [name, name]).fetchone()[0]
+        where = "CAST(segment_id AS INTEGER) = ? OR segment_name = ? OR rfm_segment = ? OR rfm_segment_zh = ?"
+        seg_id = int(name) if name.isdigit() else -1
+        params = [seg_id, name, name, name]
+        total = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
         if total == 0:
             raise NotFoundError(f"segment '{name}' not found; GET /segments lists them")
         ids = [r[0] for r in db.execute(
-            "SELECT customer_id FROM flat WHERE rfm_segment = ? OR rfm_segment_zh = ? ORDER BY customer_id LIMIT ? OFFSET ?",
-            [name, name, page_size, (page - 1) * page_size])]
+            f"SELECT customer_id FROM flat WHERE {where} ORDER BY customer_id LIMIT ? OFFSET ?",
+            [*params, page_size, (page - 1) * page_size])]
         return {"segment": name, "total": total, "page": page, "page_size": page_size, "customer_ids": ids}
 
     @app.post("/audiences")

@@ -38,6 +38,7 @@ FLAT_FIELDS: dict[str, str] = {
     "n_cart_adds": "number", "events_last_30d": "number", "mean_interpurchase_days": "number",
     "p_alive": "number", "expected_purchases": "number", "clv": "number", "churn_risk": "number",
     "purchase_propensity": "number", "n_texts": "number", "mean_rating": "number",
+    "segment_id": "number", "segment_name": "text",
 }
 BATCH = 5000
 
