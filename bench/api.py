@@ -185,7 +185,6 @@ def main() -> None:
     t0 = time.perf_counter()
     store, serving = build_files(args.profiles)
     print(f"{args.profiles:,} profiles ready in {time.perf_counter() - t0:.0f}s ({serving.stat().st_size / 2**30:.2f} GiB serving file)")
-    from shoplens.config import load_config
     from shoplens.serving.access import Access
 
     access = Access(store)
@@ -231,7 +230,6 @@ def main() -> None:
         t1 = time.perf_counter()
         n = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
         print(f"audience {text!r}: {n:,} customers in {(time.perf_counter() - t1) * 1000:.0f} ms")
-    _ = load_config
     ratio = fixed["DuckDB-backed"][1] / fixed["shoplens (SQLite)"][1]
     print(f"ratio (DuckDB-backed p99 / shoplens p99 at a fixed 200 req/s): {ratio:.2f}x")
 

@@ -94,6 +94,9 @@ def _print_summary(summary: Any) -> None:
     for seg, zh, n, spend in summary.segments:
         t.add_row(seg, zh, f"{n:,}", f"{spend:,.2f}")
     console.print(t)
+    if summary.clusters:
+        console.print("segments: " + ", ".join(f"{i} {n} ({c:,})" for i, n, c in summary.clusters)
+                      + "  (shoplens segments show ID)", soft_wrap=True)
     if summary.top_categories:
         console.print("top categories by spend: " + ", ".join(f"{c} {v:,.0f}" for c, v in summary.top_categories))
     if summary.example_customer:

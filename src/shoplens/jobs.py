@@ -30,6 +30,7 @@ class Summary:
     segments: list[tuple[str, str, int, float]] = field(default_factory=list)
     top_categories: list[tuple[str, float]] = field(default_factory=list)
     example_customer: str | None = None
+    clusters: list[tuple[int, str, int]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +45,7 @@ class Summary:
             "segments": [{"segment": s, "segment_zh": z, "customers": n, "mean_spend": round(m, 2)} for s, z, n, m in self.segments],
             "top_categories": [{"category": c, "spend": round(v, 2)} for c, v in self.top_categories],
             "example_customer": self.example_customer,
+            "clusters": [{"id": i, "name": n, "customers": c} for i, n, c in self.clusters],
         }
 
 
@@ -59,7 +61,9 @@ def summarise(store: Store, folder: Path, results: list[IngestResult], built: Bu
     example = store.scalar(
         f"SELECT customer_id FROM {s}.customer_features ORDER BY total_spend DESC, customer_id LIMIT 1"
     )
-    return Summary(folder, results, built, store.counts(), [tuple(r) for r in segs], [tuple(r) for r in cats], example)  # type: ignore[misc]
+    clusters = store.con.execute(f"SELECT segment_id, name, size FROM {s}.segments ORDER BY segment_id").fetchall()
+    return Summary(folder, results, built, store.counts(), [tuple(r) for r in segs], [tuple(r) for r in cats], example,  # type: ignore[misc]
+                   [tuple(r) for r in clusters])
 
 
 def ingest_and_build(
