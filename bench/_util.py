@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 
@@ -36,3 +37,10 @@ class PeakRss:
     def grew(self) -> int:
         """Bytes the peak rose above the RSS at entry."""
         return self.peak - self.start
+
+
+def sizes_arguments(doc: str | None) -> argparse.Namespace:
+    """``--sizes N [N ...]`` (default 10k, 100k, 1M), with the module docstring as help."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    return ap.parse_args()

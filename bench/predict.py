@@ -14,7 +14,6 @@ fitted parameters are printed next to ours; the ratio is library time / ours.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import PeakRss  # noqa: E402
+from _util import PeakRss, sizes_arguments  # noqa: E402
 
 from shoplens.models.btyd import BGNBD, GammaGamma, clv  # noqa: E402
 
@@ -128,9 +127,7 @@ def timed(name: str, fn, d: pd.DataFrame) -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    args = ap.parse_args()
+    args = sizes_arguments(__doc__)
     ratios = []
     for n in args.sizes:
         d = simulate(n)

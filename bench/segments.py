@@ -13,7 +13,6 @@ for every k and nothing else. The ratio printed last is baseline / ShopLens time
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import PeakRss  # noqa: E402
+from _util import PeakRss, sizes_arguments  # noqa: E402
 
 from shoplens.models.segments import Segmenter  # noqa: E402
 
@@ -48,9 +47,7 @@ def baseline(X: np.ndarray) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    args = ap.parse_args()
+    args = sizes_arguments(__doc__)
     from sklearn.metrics import adjusted_rand_score
 
     ratios = []

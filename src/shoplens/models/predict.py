@@ -129,7 +129,7 @@ def predict(store: Store, schema: str, as_of: date, cfg: PredictionsConfig) -> P
             )
         train = pd.concat([fold.frame for fold in make_folds(store, cutoffs, cfg.horizon_days)])
         model = PropensityModel(cfg.horizon_days).fit(train)
-        now = features_at(store, as_of, cfg.horizon_days).reindex(f.index)
+        now = features_at(store, as_of, cfg.horizon_days, computed=f"{schema}.customer_features").reindex(f.index)
         p = model.predict_proba(now)
         out["purchase_propensity"] = p
         out["churn_risk"] = 1 - p

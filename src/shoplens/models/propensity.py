@@ -42,12 +42,19 @@ def _dt(d: date) -> datetime:
     return datetime(d.year, d.month, d.day)
 
 
-def features_at(store: Store, cutoff: date, horizon_days: int) -> pd.DataFrame:
-    """Behavioural features of buyers as of ``cutoff`` plus BG/NBD outputs for the horizon."""
-    backend = store.ibis()
-    tables = Tables(*(backend.table(n) for n in ("customers", "orders", "order_items", "products", "events")))
-    feats, _ = behaviour_features(tables, _dt(cutoff), load_rules())
-    df = store.con.execute(backend.compile(feats)).df().set_index("customer_id").sort_index()
+def features_at(store: Store, cutoff: date, horizon_days: int, computed: str | None = None) -> pd.DataFrame:
+    """Behavioural features of buyers as of ``cutoff`` plus BG/NBD outputs for the horizon.
+
+    ``computed`` names a table that already holds the features for this cutoff (the
+    snapshot's ``customer_features``), so the build does not compute them twice.
+    """
+    if computed is not None:
+        df = store.con.execute(f"SELECT * FROM {computed}").df().set_index("customer_id").sort_index()
+    else:
+        backend = store.ibis()
+        tables = Tables(*(backend.table(n) for n in ("customers", "orders", "order_items", "products", "events")))
+        feats, _ = behaviour_features(tables, _dt(cutoff), load_rules())
+        df = store.con.execute(backend.compile(feats)).df().set_index("customer_id").sort_index()
     df = df[df.n_orders > 0].copy()
     if len(df) < MIN_CUSTOMERS:
         raise ModelError(f"propensity needs at least {MIN_CUSTOMERS} customers with a purchase before {cutoff}, found {len(df)}")
