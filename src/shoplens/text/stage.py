@@ -1,0 +1,165 @@
+"""The build's text step: analyse every stored text, then aggregate per customer.
+
+Writes into the snapshot schema:
+
+- ``text_analysis``: one row per text (language, sentiment, label, keywords, topic);
+- ``text_aspects``: one row per aspect mention with polarity and the evidence span;
+- ``text_topics``: topic id, size and c-TF-IDF terms;
+- ``customer_text_features``: per customer with at least one text (customers without
+  text are absent, so the profile's LEFT JOIN gives explicit NULLs, never zeros).
+
+Texts are read already masked (ingest masks them) and masked again by ``prepare``.
+Per-customer aggregates are SQL over those tables (DuckDB); only the embedding centroid
+and interests are computed in numpy / Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shoplens.store import Store
+from shoplens.text.analysers import Analysers, TextResult, text_tokens
+from shoplens.text.aspects import load_aspects
+from shoplens.text.keywords import interests
+from shoplens.text.sentiment import label
+from shoplens.text.topics import Topic, TopicModel
+
+BATCH = 2000
+ANALYSIS = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("created_at", pa.timestamp("us")),
+                      ("language", pa.string()), ("sentiment", pa.float64()), ("sentiment_label", pa.string()),
+                      ("keywords", pa.list_(pa.string())), ("topic_id", pa.int32()), ("truncated", pa.bool_())])
+ASPECTS = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("aspect", pa.string()),
+                     ("polarity", pa.string()), ("score", pa.float64()), ("evidence", pa.string()),
+                     ("span_start", pa.int32()), ("span_end", pa.int32()), ("via", pa.string())])
+TOPICS = pa.schema([("topic_id", pa.int32()), ("size", pa.int64()), ("terms", pa.list_(pa.string())),
+                    ("label", pa.string())])
+EXTRAS = pa.schema([("customer_id", pa.string()), ("top_keywords", pa.list_(pa.string())),
+                    ("interests", pa.list_(pa.string())), ("embedding_centroid", pa.list_(pa.float32()))])
+
+
+def _write(store: Store, schema: str, name: str, columns: dict[str, list[Any]], spec: pa.Schema) -> None:
+    tbl = pa.table({f.name: pa.array(columns[f.name], f.type) for f in spec}, schema=spec)
+    store.con.register("_t", tbl)
+    store.con.execute(f"CREATE TABLE {schema}.{name} AS SELECT * FROM _t")
+    store.con.unregister("_t")
+
+
+def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the text analysers over ``texts`` and write the four tables; returns a summary."""
+    tc = cfg.text
+    rows = store.con.sql("SELECT text_id, customer_id, text, created_at FROM texts ORDER BY text_id").to_arrow_table()
+    if not tc.enabled:
+        rows = rows.slice(0, 0)
+    n = rows.num_rows
+
+    def progress(done: int, total: int, rate: float) -> None:
+        if on_info:
+            on_info(f"text: embedded {done:,}/{total:,} new texts ({rate:.1f} texts/s)")
+
+    aspect_list = load_aspects(None if tc.aspects == "default" else str(cfg.resolve(tc.aspects)))
+    results: list[TextResult] = []
+    vectors = np.zeros((n, 1), np.float32)
+    embedded = hits = 0
+    if n:
+        analysers = Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None, progress)
+        vectors = np.zeros((n, analysers.embedder.dim), np.float32)
+        texts = rows.column("text").to_pylist()
+        for i in range(0, n, BATCH):
+            if on_info:
+                on_info(f"text: analysing {i:,}/{n:,}")
+            res, vec = analysers.analyse(texts[i : i + BATCH])
+            results.extend(res)
+            assert vec is not None
+            vectors[i : i + len(res)] = vec
+        analysers.embedder.close()
+        embedded, hits = analysers.embedder.misses, analysers.embedder.hits
+    live = np.array([not r.prepared.empty for r in results], bool)
+    topics = np.full(n, -1)
+    model = TopicModel(min_topic_size=tc.min_topic_size)
+    found: list[Topic] = []
+    if tc.topics and live.any():
+        if on_info:
+            on_info("text: topics")
+        idx = np.where(live)[0]
+        topics[idx] = model.fit_predict(vectors[idx], [t for t, ok in zip(text_tokens(results), live, strict=True) if ok])
+        found = model.topics_
+    ids, cids = rows.column("text_id").to_pylist(), rows.column("customer_id").to_pylist()
+    with_topic = tc.topics and n
+    _write(store, schema, "text_analysis", {
+        "text_id": ids, "customer_id": cids, "created_at": rows.column("created_at").to_pylist(),
+        "language": [r.prepared.language for r in results],
+        "sentiment": [r.sentiment for r in results],
+        "sentiment_label": [None if r.sentiment is None else label(r.sentiment) for r in results],
+        "keywords": [r.keywords for r in results],
+        "topic_id": [int(t) if with_topic and live[i] else None for i, t in enumerate(topics.tolist())],
+        "truncated": [r.prepared.truncated for r in results],
+    }, ANALYSIS)
+    mentions = [(ids[i], cids[i], h) for i, r in enumerate(results) for h in r.aspects]
+    _write(store, schema, "text_aspects", {
+        "text_id": [t for t, _c, _h in mentions], "customer_id": [c for _t, c, _h in mentions],
+        **{k: [getattr(h, a) for _t, _c, h in mentions] for k, a in
+           (("aspect", "aspect"), ("polarity", "polarity"), ("score", "score"), ("evidence", "evidence"),
+            ("span_start", "start"), ("span_end", "end"), ("via", "via"))},
+    }, ASPECTS)
+    _write(store, schema, "text_topics", {"topic_id": [t.topic_id for t in found], "size": [t.size for t in found],
+                                          "terms": [t.terms for t in found], "label": [t.label for t in found]}, TOPICS)
+    _write(store, schema, "_text_extras", _customer_extras(cids, results, vectors, live, store), EXTRAS)
+    store.con.execute(_features_sql(schema, [a.name for a in aspect_list]))
+    store.con.execute(f"DROP TABLE {schema}._text_extras")
+    return {"n_texts": n, "embedded": embedded, "cache_hits": hits, "topics": len(found),
+            "outlier_share": round(getattr(model, "outlier_share_", 0.0), 4)}
+
+
+def _customer_extras(cids: list[str], results: list[TextResult], vectors: np.ndarray, live: np.ndarray,
+                     store: Store) -> dict[str, list[Any]]:
+    """Embedding centroid, top keywords and category interests per customer."""
+    categories = [r[0] for r in store.con.execute(
+        "SELECT DISTINCT category FROM products WHERE category IS NOT NULL").fetchall()]
+    order: dict[str, list[int]] = {}
+    for i, c in enumerate(cids):
+        order.setdefault(c, []).append(i)
+    out_c, cents, kws, ints = [], [], [], []
+    for c, idx in order.items():
+        good = [i for i in idx if live[i]]
+        if good:
+            v = vectors[good].mean(axis=0)
+            v = v / (np.linalg.norm(v) or 1.0)
+            cents.append(v.astype(np.float32).tolist())
+        else:
+            cents.append(None)
+        words, cats = interests([results[i].keywords for i in idx], categories)
+        out_c.append(c)
+        kws.append(words)
+        ints.append(cats)
+    return {"customer_id": out_c, "top_keywords": kws, "interests": ints, "embedding_centroid": cents}
+
+
+def _features_sql(schema: str, aspects: list[str]) -> str:
+    pivots = ", ".join(
+        f"avg(CASE polarity WHEN 'positive' THEN 1.0 WHEN 'negative' THEN -1.0 ELSE 0.0 END) "
+        f"FILTER (WHERE aspect = '{a}') AS aspect_{a}" for a in aspects
+    )
+    return f"""
+CREATE TABLE {schema}.customer_text_features AS
+WITH base AS (
+    SELECT customer_id, count(*) AS n_texts, avg(sentiment) AS sentiment_mean,
+           -- change in P(positive) per 30 days, from texts over time (NULL with fewer than 2 dates)
+           regr_slope(sentiment, epoch(created_at) / 2592000.0) AS sentiment_trend,
+           avg(CASE WHEN sentiment_label = 'negative' THEN 1.0 WHEN sentiment IS NULL THEN NULL ELSE 0.0 END)
+               AS negative_share,
+           max(created_at) AS last_text_at
+    FROM {schema}.text_analysis GROUP BY customer_id),
+asp AS (SELECT customer_id, {pivots}, count(*) AS n_aspect_mentions FROM {schema}.text_aspects GROUP BY customer_id),
+top AS (
+    SELECT customer_id, map(list(topic_id ORDER BY topic_id), list(share ORDER BY topic_id)) AS topic_shares
+    FROM (SELECT customer_id, topic_id, count(*) / sum(count(*)) OVER (PARTITION BY customer_id) AS share
+          FROM {schema}.text_analysis WHERE topic_id IS NOT NULL GROUP BY ALL)
+    GROUP BY customer_id)
+SELECT b.*, {", ".join(f"asp.aspect_{a}" for a in aspects)}, coalesce(asp.n_aspect_mentions, 0) AS n_aspect_mentions,
+       x.top_keywords, x.interests, top.topic_shares, x.embedding_centroid
+FROM base b LEFT JOIN asp USING (customer_id) LEFT JOIN top USING (customer_id)
+LEFT JOIN {schema}._text_extras x USING (customer_id)"""

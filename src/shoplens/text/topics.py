@@ -1,0 +1,106 @@
+"""Topics: cluster text embeddings, label clusters with class-based TF-IDF terms.
+
+BERTopic's recipe rebuilt on scikit-learn, because BERTopic itself installs
+sentence-transformers and torch: reduce the embeddings (PCA instead of UMAP), cluster
+density-based (HDBSCAN), then reduce outliers by assigning a noise text to its most
+similar topic when that similarity reaches the topic's own 10th-percentile member
+similarity (BERTopic's ``reduce_outliers(strategy="embeddings")``). Texts still left
+over are outliers (topic -1); their share is reported. When HDBSCAN finds fewer than two
+clusters, k-means with k chosen by silhouette takes over (no outliers).
+
+Large corpora are clustered on a seeded sample (``max_fit``) and the rest assigned to
+the nearest topic by the same rule, so the cost stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Topic:
+    topic_id: int
+    size: int
+    terms: list[str]
+
+    @property
+    def label(self) -> str:
+        return " / ".join(self.terms[:3])
+
+
+def c_tf_idf(docs_tokens: Sequence[Sequence[str]], labels: np.ndarray, top: int = 8) -> dict[int, list[str]]:
+    """Top terms per class: tf within the class x log(1 + mean class size / term frequency overall)."""
+    classes = sorted(int(c) for c in set(labels.tolist()) if c >= 0)
+    counts: dict[int, Counter[str]] = {c: Counter() for c in classes}
+    for toks, lab in zip(docs_tokens, labels.tolist(), strict=True):
+        if lab >= 0:
+            counts[lab].update(toks)
+    total: Counter[str] = Counter()
+    for c in counts.values():
+        total.update(c)
+    avg = np.mean([sum(c.values()) for c in counts.values()]) if counts else 0.0
+    out = {}
+    for cls, cnt in counts.items():
+        n = sum(cnt.values()) or 1
+        scored = {w: (f / n) * np.log(1 + avg / total[w]) for w, f in cnt.items()}
+        out[cls] = [w for w, _ in sorted(scored.items(), key=lambda kv: -kv[1])[:top]]
+    return out
+
+
+class TopicModel:
+    """``fit_predict(embeddings, tokens)`` -> topic id per text (-1 = outlier); ``topics_``."""
+
+    def __init__(self, min_topic_size: int = 10, max_fit: int = 20_000, seed: int = 0) -> None:
+        self.min_topic_size, self.max_fit, self.seed = min_topic_size, max_fit, seed
+
+    def _cluster(self, x: np.ndarray) -> np.ndarray:
+        from sklearn.cluster import HDBSCAN, KMeans
+        from sklearn.decomposition import PCA
+        from sklearn.metrics import silhouette_score
+
+        reduced = PCA(n_components=min(10, x.shape[1], len(x) - 1), random_state=self.seed).fit_transform(x)
+        size = max(self.min_topic_size, len(x) // 200)
+        labels = HDBSCAN(min_cluster_size=size, min_samples=max(2, size // 2)).fit_predict(reduced)
+        if len(set(labels.tolist()) - {-1}) >= 2:
+            return np.asarray(labels)
+        best, best_score = np.zeros(len(x), int), -1.0
+        for k in range(2, min(12, len(x) // max(2, self.min_topic_size)) + 1):
+            lab = KMeans(k, n_init=3, random_state=self.seed).fit_predict(reduced)
+            score = silhouette_score(reduced, lab, sample_size=min(len(x), 3000), random_state=self.seed)
+            if score > best_score:
+                best, best_score = lab, score
+        return np.asarray(best)
+
+    def fit_predict(self, embeddings: np.ndarray, docs_tokens: Sequence[Sequence[str]]) -> np.ndarray:
+        n = len(embeddings)
+        if n < 2 * self.min_topic_size:
+            labels = np.zeros(n, int)
+            self.centroids_, self.floors_ = embeddings.mean(axis=0, keepdims=True) if n else np.zeros((0, 0)), np.array([-1.0])
+        else:
+            rng = np.random.default_rng(self.seed)
+            fit_idx = rng.choice(n, self.max_fit, replace=False) if n > self.max_fit else np.arange(n)
+            fit_labels = self._cluster(embeddings[fit_idx])
+            ids = sorted(set(fit_labels.tolist()) - {-1})
+            cents = np.stack([embeddings[fit_idx][fit_labels == t].mean(axis=0) for t in ids])
+            cents /= np.linalg.norm(cents, axis=1, keepdims=True)
+            floors = []
+            for j, t in enumerate(ids):
+                sims = embeddings[fit_idx][fit_labels == t] @ cents[j]
+                floors.append(float(np.quantile(sims, 0.10)))
+            self.centroids_, self.floors_ = cents, np.array(floors)
+            labels = np.full(n, -1)
+            labels[fit_idx] = [ids.index(t) if t >= 0 else -1 for t in fit_labels.tolist()]
+            todo = np.where(labels == -1)[0]
+            if len(todo):
+                sims = embeddings[todo] @ cents.T
+                best = sims.argmax(axis=1)
+                ok = sims[np.arange(len(todo)), best] >= self.floors_[best]
+                labels[todo[ok]] = best[ok]
+        terms = c_tf_idf(docs_tokens, labels)
+        self.topics_ = [Topic(t, int((labels == t).sum()), terms.get(t, [])) for t in range(len(self.centroids_))]
+        self.outlier_share_ = float((labels == -1).mean()) if n else 0.0
+        return labels
