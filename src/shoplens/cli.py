@@ -331,7 +331,7 @@ def main() -> None:
 
 
 # the analysis and serving commands live in their own module and register on `app`
-from shoplens import cli_tools  # noqa: E402,F401
+from shoplens import cli_text, cli_tools  # noqa: E402,F401
 
 if __name__ == "__main__":
     # run the module's imported twin: that is where cli_tools registered its commands

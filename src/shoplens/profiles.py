@@ -106,7 +106,7 @@ SELECT f.*, d.gender, d.birth_year, d.city, d.region, d.country, d.channel, d.si
        p.churn_reasons, p.churn_reasons_zh, cats.categories, txt.n_texts, txt.mean_rating, txt.languages,
        cs.segment_id, sg.name AS segment_name,
        ctf.sentiment_mean, ctf.sentiment_trend, ctf.negative_share, ctf.top_keywords, ctf.interests,
-       ctf.topic_shares, COLUMNS(c -> c LIKE 'aspect\_%' ESCAPE '\')
+       ctf.topic_shares, COLUMNS('^aspect_')
 FROM {schema}.customer_features f
 JOIN {schema}.customers d USING (customer_id)
 LEFT JOIN {schema}.customer_predictions p USING (customer_id)

@@ -39,6 +39,10 @@ FLAT_FIELDS: dict[str, str] = {
     "p_alive": "number", "expected_purchases": "number", "clv": "number", "churn_risk": "number",
     "purchase_propensity": "number", "n_texts": "number", "mean_rating": "number",
     "segment_id": "number", "segment_name": "text",
+    "sentiment_mean": "number", "sentiment_trend": "number", "negative_share": "number",
+    # mean polarity (-1..1) of the customer's mentions of each default aspect (rules/aspects.toml)
+    **{f"aspect.{a}": "number" for a in ("quality", "price", "logistics", "service", "packaging", "appearance",
+                                          "function", "size")},
 }
 BATCH = 5000
 
@@ -63,7 +67,7 @@ def _flat_row(row: dict[str, Any], as_of_year: int) -> tuple[Any, ...]:
         if f == "age":
             v = None if row.get("birth_year") is None else as_of_year - int(row["birth_year"])
         else:
-            v = row.get(f)
+            v = row.get(f.replace(".", "_"))
         if isinstance(v, float) and v != v:
             v = None
         values.append(v)

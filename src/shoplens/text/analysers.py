@@ -34,13 +34,13 @@ from shoplens.text.sentiment import label, load_sentiment
 
 
 class Sentiment(Protocol):
-    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+    def predict_proba(self, texts: list[str], embeddings: np.ndarray | None = None) -> np.ndarray: ...
 
 
 class NoSentiment:
     """``sentiment = "none"``: every text scores NULL."""
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         return np.full(len(texts), np.nan)
 
 
@@ -98,17 +98,18 @@ class Analysers:
         (zeros for texts with nothing to embed)."""
         prepared = [prepare(t, self.max_chars) for t in texts]
         live = [i for i, p in enumerate(prepared) if not p.empty]
-        scores = self.sentiment.predict_proba([prepared[i].text for i in live])
-        sentiment: list[float | None] = [None] * len(prepared)
-        for i, s in zip(live, scores.tolist(), strict=True):
-            sentiment[i] = None if s != s else float(s)
-        hits = self.aspects.analyse(prepared)
-        kws = self.keywords.extract(prepared)
         vectors = None
         if embed:
             vectors = np.zeros((len(prepared), self.embedder.dim), np.float32)
             if live:
                 vectors[live] = self.embedder.embed([prepared[i].text for i in live])
+        # with embeddings, the sentiment model adds its stacked head (when it has one for them)
+        scores = self.sentiment.predict_proba([prepared[i].text for i in live], None if vectors is None else vectors[live])
+        sentiment: list[float | None] = [None] * len(prepared)
+        for i, s in zip(live, scores.tolist(), strict=True):
+            sentiment[i] = None if s != s else float(s)
+        hits = self.aspects.analyse(prepared)
+        kws = self.keywords.extract(prepared)
         results = [TextResult(p, s, h, k) for p, s, h, k in zip(prepared, sentiment, hits, kws, strict=True)]
         return results, vectors
 

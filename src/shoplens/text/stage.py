@@ -85,7 +85,8 @@ def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None
         if on_info:
             on_info("text: topics")
         idx = np.where(live)[0]
-        topics[idx] = model.fit_predict(vectors[idx], [t for t, ok in zip(text_tokens(results), live, strict=True) if ok])
+        langs = ["en" if results[i].prepared.language == "en" else "zh" for i in idx]
+        topics[idx] = model.fit_predict(vectors[idx], [t for t, ok in zip(text_tokens(results), live, strict=True) if ok], langs)
         found = model.topics_
     ids, cids = rows.column("text_id").to_pylist(), rows.column("customer_id").to_pylist()
     with_topic = tc.topics and n
@@ -157,7 +158,7 @@ asp AS (SELECT customer_id, {pivots}, count(*) AS n_aspect_mentions FROM {schema
 top AS (
     SELECT customer_id, map(list(topic_id ORDER BY topic_id), list(share ORDER BY topic_id)) AS topic_shares
     FROM (SELECT customer_id, topic_id, count(*) / sum(count(*)) OVER (PARTITION BY customer_id) AS share
-          FROM {schema}.text_analysis WHERE topic_id IS NOT NULL GROUP BY ALL)
+          FROM {schema}.text_analysis WHERE topic_id IS NOT NULL GROUP BY customer_id, topic_id)
     GROUP BY customer_id)
 SELECT b.*, {", ".join(f"asp.aspect_{a}" for a in aspects)}, coalesce(asp.n_aspect_mentions, 0) AS n_aspect_mentions,
        x.top_keywords, x.interests, top.topic_shares, x.embedding_centroid

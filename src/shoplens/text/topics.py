@@ -3,12 +3,13 @@
 BERTopic's recipe rebuilt on scikit-learn, because BERTopic itself installs
 sentence-transformers and torch: reduce the embeddings (PCA instead of UMAP), cluster
 density-based (HDBSCAN), then reduce outliers by assigning a noise text to its most
-similar topic when that similarity reaches the topic's own 10th-percentile member
+similar topic when that similarity reaches the topic's least similar member's
 similarity (BERTopic's ``reduce_outliers(strategy="embeddings")``). Texts still left
 over are outliers (topic -1); their share is reported. When HDBSCAN finds fewer than two
 clusters, k-means with k chosen by silhouette takes over (no outliers).
 
-Large corpora are clustered on a seeded sample (``max_fit``) and the rest assigned to
+Texts are clustered per language (``groups``): in a multilingual space the first split
+is otherwise the language, not the subject. Large corpora are clustered on a seeded sample (``max_fit``) and the rest assigned to
 the nearest topic by the same rule, so the cost stays bounded.
 """
 
@@ -75,32 +76,45 @@ class TopicModel:
                 best, best_score = lab, score
         return np.asarray(best)
 
-    def fit_predict(self, embeddings: np.ndarray, docs_tokens: Sequence[Sequence[str]]) -> np.ndarray:
+    def fit_predict(self, embeddings: np.ndarray, docs_tokens: Sequence[Sequence[str]],
+                    groups: Sequence[str] | None = None) -> np.ndarray:
+        """Topic per text. With ``groups`` (e.g. languages) each group is clustered on its
+        own, so topics are about content rather than which language a text is in."""
         n = len(embeddings)
-        if n < 2 * self.min_topic_size:
-            labels = np.zeros(n, int)
-            self.centroids_, self.floors_ = embeddings.mean(axis=0, keepdims=True) if n else np.zeros((0, 0)), np.array([-1.0])
-        else:
-            rng = np.random.default_rng(self.seed)
-            fit_idx = rng.choice(n, self.max_fit, replace=False) if n > self.max_fit else np.arange(n)
-            fit_labels = self._cluster(embeddings[fit_idx])
-            ids = sorted(set(fit_labels.tolist()) - {-1})
-            cents = np.stack([embeddings[fit_idx][fit_labels == t].mean(axis=0) for t in ids])
-            cents /= np.linalg.norm(cents, axis=1, keepdims=True)
-            floors = []
-            for j, t in enumerate(ids):
-                sims = embeddings[fit_idx][fit_labels == t] @ cents[j]
-                floors.append(float(np.quantile(sims, 0.10)))
-            self.centroids_, self.floors_ = cents, np.array(floors)
-            labels = np.full(n, -1)
-            labels[fit_idx] = [ids.index(t) if t >= 0 else -1 for t in fit_labels.tolist()]
-            todo = np.where(labels == -1)[0]
-            if len(todo):
-                sims = embeddings[todo] @ cents.T
-                best = sims.argmax(axis=1)
-                ok = sims[np.arange(len(todo)), best] >= self.floors_[best]
-                labels[todo[ok]] = best[ok]
+        keys = list(groups) if groups is not None else [""] * n
+        labels = np.full(n, -1)
+        cents: list[np.ndarray] = []
+        floors: list[float] = []
+        for g in dict.fromkeys(keys):
+            idx = np.array([i for i, k in enumerate(keys) if k == g])
+            lab, c, f = self._fit_group(embeddings[idx])
+            labels[idx] = np.where(lab >= 0, lab + len(cents), -1)
+            cents.extend(c)
+            floors.extend(f)
+        self.centroids_, self.floors_ = np.array(cents), np.array(floors)
         terms = c_tf_idf(docs_tokens, labels)
-        self.topics_ = [Topic(t, int((labels == t).sum()), terms.get(t, [])) for t in range(len(self.centroids_))]
+        self.topics_ = [Topic(t, int((labels == t).sum()), terms.get(t, [])) for t in range(len(cents))]
         self.outlier_share_ = float((labels == -1).mean()) if n else 0.0
         return labels
+
+    def _fit_group(self, emb: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[float]]:
+        n = len(emb)
+        if n < 2 * self.min_topic_size:
+            c = emb.mean(axis=0)
+            return np.zeros(n, int), [c / (np.linalg.norm(c) or 1.0)], [-1.0]
+        rng = np.random.default_rng(self.seed)
+        fit_idx = rng.choice(n, self.max_fit, replace=False) if n > self.max_fit else np.arange(n)
+        fit_labels = self._cluster(emb[fit_idx])
+        ids = sorted(set(fit_labels.tolist()) - {-1})
+        cents = np.stack([emb[fit_idx][fit_labels == t].mean(axis=0) for t in ids])
+        cents /= np.linalg.norm(cents, axis=1, keepdims=True)
+        floors = [float(np.min(emb[fit_idx][fit_labels == t] @ cents[j])) for j, t in enumerate(ids)]
+        labels = np.full(n, -1)
+        labels[fit_idx] = [ids.index(t) if t >= 0 else -1 for t in fit_labels.tolist()]
+        todo = np.where(labels == -1)[0]
+        if len(todo):
+            sims = emb[todo] @ cents.T
+            best = sims.argmax(axis=1)
+            ok = sims[np.arange(len(todo)), best] >= np.asarray(floors)[best]
+            labels[todo[ok]] = best[ok]
+        return labels, list(cents), floors

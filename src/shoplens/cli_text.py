@@ -1,0 +1,120 @@
+"""Text commands: ``shoplens analyze``, ``train sentiment``, ``evaluate sentiment|aspects``.
+They register on the app defined in ``shoplens.cli``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from shoplens.cli import DEFAULT_CONFIG, ConfigOpt, app, console, err_console, evaluate_app
+
+train_app = typer.Typer(help="Train the models that ship as artifacts.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _text_config(config: Path) -> Any:
+    """``[text]`` from the config when there is one; defaults otherwise (analyze needs no shop)."""
+    from shoplens.config import Config, load_config
+
+    return load_config(config) if config.exists() else Config()
+
+
+def _rate_printer(label: str) -> Any:
+    def show(done: int, total: int, rate: float) -> None:
+        err_console.print(f"{label}: {done:,}/{total:,} ({rate:.1f} texts/s)", end="\r")
+    return show
+
+
+@app.command()
+def analyze(
+    text: Annotated[str | None, typer.Argument(help="The text; '-' or nothing reads standard input.")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON.")] = False,
+) -> None:
+    """Analyse one text: language, sentiment, aspects with evidence, keywords (PII masked first)."""
+    from shoplens.text.analysers import Analysers
+
+    raw = sys.stdin.read() if text in (None, "-") else text
+    cfg = _text_config(config)
+    tc = cfg.text
+    with err_console.status("loading text models"):
+        analysers = Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None)
+        results, _ = analysers.analyse([raw])
+    analysers.embedder.close()
+    doc = results[0].as_dict()
+    if as_json:
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        return
+    console.print(f"text: {escape(doc['text'])}", soft_wrap=True)
+    score = doc["sentiment"]
+    console.print(f"language: {doc['language']}   sentiment: {doc['sentiment_label'] or '-'}"
+                  + ("" if score is None else f" (P(positive) = {score:.3f})") + ("   [truncated]" if doc["truncated"] else ""))
+    table = Table("aspect", "polarity", "P(positive)", "evidence", "via", title="aspects")
+    for h in doc["aspects"]:
+        table.add_row(h["aspect"], h["polarity"], f"{h['score']:.3f}", escape(h["evidence"]), h["via"])
+    console.print(table if doc["aspects"] else "aspects: none found")
+    console.print(f"keywords: {', '.join(doc['keywords']) or '-'}")
+
+
+@train_app.command("sentiment")
+def train_sentiment_cmd(
+    out: Annotated[Path | None, typer.Option(help="Where to write the stacked head JSON (default: inside the package).")] = None,
+) -> None:
+    """Retrain the sentiment model (n-gram artifact + stacked e5 head) on the training splits."""
+    from shoplens.text.evaluate import train
+
+    result = train(out, _rate_printer("embedding training texts"))
+    err_console.print()
+    console.print_json(json.dumps(result))
+
+
+@evaluate_app.command("sentiment")
+def evaluate_sentiment_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Held-out sentiment accuracy (zh, en) of the shipped model beside SnowNLP and VADER."""
+    from shoplens.text.evaluate import evaluate_sentiment
+
+    result = evaluate_sentiment(_rate_printer("embedding held-out texts"))
+    err_console.print()
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    table = Table("language", "test texts", "n-gram", "stacked (n-gram + e5)", "baseline", "baseline acc.",
+                  title=f"held-out sentiment accuracy (artifact {result['hash']})")
+    for lang, r in result["languages"].items():
+        table.add_row(lang, f"{r['n_test']:,}", f"{r['ngram']['accuracy']:.4f}",
+                      f"{r['stacked']['accuracy']:.4f}" if "stacked" in r else "-",
+                      r["baseline"]["name"], f"{r['baseline']['accuracy']:.4f}")
+    console.print(table)
+
+
+@evaluate_app.command("aspects")
+def evaluate_aspects_cmd(
+    embeddings: Annotated[bool, typer.Option(help="Also assign aspects by e5 similarity to prototypes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Aspect detection P/R/F1 and polarity accuracy on the 400 hand-labelled clauses."""
+    from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, load_eval_set
+    from shoplens.text.evaluate import _e5
+    from shoplens.text.sentiment import load_sentiment
+
+    rows = load_eval_set()
+    analyser = AspectAnalyser(load_sentiment(), embedder=_e5(None) if embeddings else None)
+    parts = {"all": rows, "random sample": [r for r in rows if r["sample"] == "random"],
+             "zh": [r for r in rows if r["lang"] == "zh"], "en": [r for r in rows if r["lang"] == "en"]}
+    result = {name: evaluate_aspects(analyser, sub) for name, sub in parts.items()}
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("aspect", "support", "precision", "recall", "F1", title="aspect detection, all 400 clauses")
+    for name, s in sorted(result["all"]["aspects"].items()):
+        table.add_row(name, str(s["support"]), f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}")
+    console.print(table)
+    for name, r in result.items():
+        console.print(f"{name:>14}: macro-F1 {r['macro_f1']:.3f}   polarity accuracy {r['polarity_accuracy']:.3f} "
+                      f"(n={r['n_polarity']}) over {r['n_clauses']} clauses")
