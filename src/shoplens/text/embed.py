@@ -69,8 +69,8 @@ class HashEmbedder:
         from sklearn.random_projection import SparseRandomProjection
 
         self._vec = HashingVectorizer(analyzer="char_wb", ngram_range=(1, 3), n_features=2**18,
-                                      alternate_sign=False, norm="l2")
-        self._proj = SparseRandomProjection(self.dim, random_state=0).fit(np.zeros((1, 2**18), np.float32))
+                                      alternate_sign=False, norm="l2", dtype=np.float64)
+        self._proj = SparseRandomProjection(self.dim, dense_output=True, random_state=0).fit(np.zeros((1, 2**18)))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

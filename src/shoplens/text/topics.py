@@ -65,7 +65,7 @@ class TopicModel:
 
         reduced = PCA(n_components=min(10, x.shape[1], len(x) - 1), random_state=self.seed).fit_transform(x)
         size = max(self.min_topic_size, len(x) // 200)
-        labels = HDBSCAN(min_cluster_size=size, min_samples=max(2, size // 2)).fit_predict(reduced)
+        labels = HDBSCAN(min_cluster_size=size, min_samples=max(2, size // 2), copy=True).fit_predict(reduced)
         if len(set(labels.tolist()) - {-1}) >= 2:
             return np.asarray(labels)
         best, best_score = np.zeros(len(x), int), -1.0
