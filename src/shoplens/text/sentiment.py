@@ -235,7 +235,7 @@ def train_head(model: SentimentModel, splits: Splits, embed: Any, folds: int = 5
     texts = [splits.train_texts[i] for i in idx]
     labels = splits.train_labels[idx]
     oof = np.zeros(len(idx))
-    for a, b in StratifiedKFold(folds, shuffle=True, random_state=TRAIN_CONFIG["seed"]).split(idx, labels):
+    for _a, b in StratifiedKFold(folds, shuffle=True, random_state=TRAIN_CONFIG["seed"]).split(idx, labels):
         held = {texts[i] for i in b}
         keep = [i for i, t in enumerate(splits.train_texts) if t not in held]
         fold = SentimentModel().fit([splits.train_texts[i] for i in keep], splits.train_labels[keep])
