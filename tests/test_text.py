@@ -27,20 +27,6 @@ from shoplens.text.topics import TopicModel, c_tf_idf
 PHONE = "13812345678"
 
 
-class Recording:
-    """Wraps a real analyser and keeps every text it is given."""
-
-    def __init__(self, inner: object, method: str) -> None:
-        self.inner, self.method, self.seen = inner, method, []
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def record(self, texts: object) -> None:
-        for t in texts:  # type: ignore[attr-defined]
-            self.seen.append(t if isinstance(t, str) else getattr(t, "text", str(t)))
-
-
 @pytest.fixture(scope="module")
 def analysers(tmp_path_factory: pytest.TempPathFactory) -> Analysers:
     cache = tmp_path_factory.mktemp("text") / "emb.sqlite"
