@@ -33,6 +33,7 @@ def test_report_renders_in_chromium(demo_shop: Summary, tmp_path: Path) -> None:
     page_html = path.read_text(encoding="utf-8")
     # self-contained: no scripts, nothing linked (SVG's xmlns names are not fetched)
     assert "<script" not in page_html
+    assert "Complaints by aspect" in page_html and "Aspect sentiment in customers" in page_html
     assert not any(f'{attr}="http' in page_html for attr in ("src", "href", "xlink:href")) and "url(http" not in page_html
     errors: list[str] = []
     requests: list[str] = []
@@ -53,7 +54,7 @@ def test_report_renders_in_chromium(demo_shop: Summary, tmp_path: Path) -> None:
     assert errors == []
     assert [u for u in requests if not u.startswith("file://")] == []  # nothing fetched from the network
     assert title == "ShopLens report"
-    assert len(widths) == 5 and all(w > 200 for w in widths)
+    assert len(widths) == 6 and all(w > 200 for w in widths)  # segments, RFM grid, CLV, churn, aspects, ratings
     assert bars > 50
     assert (tmp_path / "report.png").stat().st_size > 50_000
 

@@ -1,9 +1,7 @@
 """``shoplens report``: one self-contained HTML file (charts as inline SVG, no scripts,
 no network) about the current snapshot: segments, the RFM grid, predicted value and
-churn, ratings by category and the complaints behind them, with quotes.
-
-Text sentiment and aspects come with the text-intelligence stage; until then the
-report uses customers' star ratings and says so.
+churn, ratings by category, what customers praise and complain about per aspect (from
+the text step), with PII-masked evidence quotes, and the topics they write about.
 """
 
 from __future__ import annotations
@@ -106,6 +104,20 @@ def _charts(store: Store, s: str) -> dict[str, str]:
     ax.set_xlabel("mean star rating (number of reviews)")
     ax.set_title("Ratings by category")
     charts["ratings"] = _svg(fig)
+
+    asp = store.con.execute(
+        f"SELECT aspect, count(*) FILTER (WHERE polarity = 'positive'), count(*) FILTER (WHERE polarity = 'negative') "
+        f"FROM {s}.text_aspects GROUP BY 1 ORDER BY count(*)").fetchall()
+    fig, ax = _figure()
+    if asp:
+        names = [a for a, _p, _n in asp]
+        ax.barh(names, [p for _a, p, _n in asp], color="#2a9d8f", label="positive")
+        ax.barh(names, [-n for _a, _p, n in asp], color="#e76f51", label="negative")
+        ax.axvline(0, color="#444", linewidth=0.8)
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("mentions: negative <- | -> positive")
+    ax.set_title("Aspect sentiment in customers' texts")
+    charts["aspects"] = _svg(fig)
     return charts
 
 
@@ -124,6 +136,11 @@ def build_report(store: Store, out: Path) -> Path:
         "row_number() OVER (PARTITION BY regexp_extract(p.category, '^([^/>]+)', 1) ORDER BY t.rating, length(t.text) DESC, t.text_id) AS k "
         "FROM texts t JOIN products p USING (product_id) WHERE t.rating <= 2) WHERE k <= 2 ORDER BY cat, k"
     ).fetchall()
+    aspect_quotes = store.con.execute(
+        f"SELECT aspect, evidence FROM (SELECT aspect, evidence, row_number() OVER (PARTITION BY aspect "
+        f"ORDER BY score, length(evidence) DESC, evidence) AS k FROM (SELECT aspect, evidence, min(score) AS score "
+        f"FROM {s}.text_aspects WHERE polarity = 'negative' GROUP BY ALL)) WHERE k <= 2 ORDER BY aspect, k").fetchall()
+    topics = store.con.execute(f"SELECT topic_id, size, label FROM {s}.text_topics ORDER BY size DESC LIMIT 8").fetchall()
     personas = store.con.execute(
         f"SELECT segment_id, name, size, share, persona, source FROM {s}.segments ORDER BY size DESC").fetchall()
     e = html.escape
@@ -143,6 +160,14 @@ def build_report(store: Store, out: Path) -> Path:
             quotes += f"<h3>{e(str(cat))}</h3>"
             last = cat
         quotes += f"<blockquote>{'★' * int(rating)} {e(text[:300])}</blockquote>"
+    evidence = ""
+    last = None
+    for aspect, text in aspect_quotes:
+        if aspect != last:
+            evidence += f"<h3>{e(str(aspect))}</h3>"
+            last = aspect
+        evidence += f"<blockquote>{e(text[:200])}</blockquote>"
+    topic_rows = "".join(f"<tr><td>{t}</td><td>{n:,}</td><td>{e(label)}</td></tr>" for t, n, label in topics)
     page = f"""<!doctype html>
 <html lang="zh"><head><meta charset="utf-8"><title>ShopLens report</title><style>{CSS}</style></head>
 <body>
@@ -156,9 +181,12 @@ def build_report(store: Store, out: Path) -> Path:
 <h2>Value and churn 价值与流失</h2>
 <div class="grid"><div class="chart">{charts['clv']}</div><div class="chart">{charts['churn']}</div></div>
 <h2>What customers say 客户评价</h2>
-<p class="note">Star ratings for now; sentiment and aspects (quality, logistics, service ...) arrive with the text stage.
-Quotes are PII-masked.</p>
-<div class="grid"><div class="chart">{charts['ratings']}</div><div>{quotes}</div></div>
+<p class="note">Quotes are PII-masked. Aspects and their polarity come from the text step (lexicon per clause,
+sentiment of the clause); the evidence is the clause that was scored.</p>
+<div class="grid"><div class="chart">{charts['aspects']}</div><div><b>Complaints by aspect</b>{evidence}</div></div>
+<div class="grid"><div class="chart">{charts['ratings']}</div><div><b>Lowest-rated reviews by category</b>{quotes}</div></div>
+<h3>Topics 话题</h3>
+<table><tr><th>topic</th><th>texts</th><th>top terms (c-TF-IDF)</th></tr>{topic_rows}</table>
 </body></html>"""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
