@@ -83,10 +83,17 @@ def _print_ingest(results: list[Any]) -> None:
         console.print("quarantined rows: [bold]shoplens quarantine[/] lists them with line, field, expected and found", soft_wrap=True)
 
 
+def _print_text(text: dict[str, Any]) -> None:
+    if text.get("n_texts"):
+        console.print(f"texts: {text['n_texts']:,} analysed ({text['embedded']:,} embedded, {text['cache_hits']:,} from the "
+                      f"cache), {text['topics']} topics, {text['outlier_share']:.1%} outliers")
+
+
 def _print_summary(summary: Any) -> None:
     _print_ingest(summary.ingest)
     b = summary.build
     console.print(f"snapshot [bold]{b.snapshot_id}[/] built in {b.seconds:.1f}s: {b.n_customers:,} customers, as of {b.as_of}")
+    _print_text(b.text)
     _print_skipped(b.skipped)
     t = Table(title="RFM segments")
     for col in ("segment", "细分", "customers", "mean spend"):
@@ -175,6 +182,7 @@ def build_cmd(
     with Store.for_config(cfg) as store, _progress() as (_r, on_step):
         result = build(cfg, store, day, on_step)
     console.print(f"snapshot {result.snapshot_id} complete: {result.n_customers:,} customers as of {result.as_of} ({result.seconds:.1f}s)")
+    _print_text(result.text)
     _print_skipped(result.skipped)
 
 

@@ -41,6 +41,7 @@ class Summary:
             "customers": self.build.n_customers,
             "build_seconds": round(self.build.seconds, 3),
             "predictions_skipped": self.build.skipped,
+            "text": self.build.text,
             "tables": self.tables,
             "segments": [{"segment": s, "segment_zh": z, "customers": n, "mean_spend": round(m, 2)} for s, z, n, m in self.segments],
             "top_categories": [{"category": c, "spend": round(v, 2)} for c, v in self.top_categories],
