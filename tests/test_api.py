@@ -205,3 +205,24 @@ def test_served_documents_follow_the_published_json_schema(server: dict) -> None
 def test_plain_language_needs_an_llm(server: dict) -> None:
     r = post(server, "/audiences", "analyst", {"question": "high value customers"})
     assert r.status_code == 400 and "need an LLM" in r.json()["error"]
+
+
+def test_analyze_endpoint_masks_and_analyses(server: dict) -> None:
+    r = post(server, "/analyze", "service", {"texts": ["物流太慢了，但是质量很好，电话13812345678", "👍👍"]})
+    assert r.status_code == 200, r.text
+    first, emoji = r.json()["results"]
+    assert "13812345678" not in r.text and "[PHONE]" in first["text"]
+    assert {(a["aspect"], a["polarity"]) for a in first["aspects"]} >= {("logistics", "negative"), ("quality", "positive")}
+    assert emoji["language"] == "und" and emoji["sentiment"] is None
+    assert post(server, "/analyze", "service", {"texts": []}).status_code == 422
+    assert post(server, "/analyze", "service", {"texts": ["x"] * 101}).status_code == 422
+    assert httpx.post(server["base"] + "/analyze", json={"texts": ["hi"]}, timeout=10).status_code == 401
+
+
+def test_profiles_carry_text_signals_and_aspect_audiences_work(server: dict) -> None:
+    r = post(server, "/audiences", "analyst", {"text": "aspect.service < 0 and sentiment_mean < 0.5"})
+    assert r.status_code == 200, r.text
+    ids = r.json()["customer_ids"]
+    assert r.json()["total"] > 0
+    doc = get(server, f"/profiles/{ids[0]}", "analyst").json()
+    assert doc["text"]["aspects"]["service"] < 0 and doc["text"]["sentiment"]["mean"] < 0.5

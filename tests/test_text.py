@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from shoplens.cli import app
@@ -18,7 +20,7 @@ from shoplens.profiles import get_profile
 from shoplens.store import Store
 from shoplens.text.analysers import Analysers
 from shoplens.text.aspects import AspectAnalyser, evaluate_aspects
-from shoplens.text.embed import CachedEmbedder, HashEmbedder
+from shoplens.text.embed import EMBEDDERS, CachedEmbedder, Embedder, HashEmbedder
 from shoplens.text.keywords import interests
 from shoplens.text.preprocess import TextInputError, prepare
 from shoplens.text.sentiment import _load_head, label, load_sentiment, load_splits
@@ -181,3 +183,46 @@ def test_analyze_command() -> None:
     assert {(a["aspect"], a["polarity"]) for a in doc["aspects"]} >= {("logistics", "negative"), ("quality", "positive")}
     empty = CliRunner().invoke(app, ["analyze", "", "--json"])
     assert empty.exit_code == 0 and json.loads(empty.stdout)["sentiment"] is None
+
+
+@pytest.mark.parametrize("name", sorted(EMBEDDERS))
+def test_every_embedder_keeps_the_contract(name: str) -> None:
+    emb = EMBEDDERS[name]()
+    assert isinstance(emb, Embedder) and emb.id and emb.dim > 0
+    texts = ["物流很快", "fast shipping", "物流很快", "x"]
+    a, b = emb.embed(texts), emb.embed(list(reversed(texts)))
+    assert a.shape == (4, emb.dim) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1, atol=1e-3)
+    np.testing.assert_allclose(a, b[::-1], atol=1e-5)  # deterministic, independent of batch order
+    assert emb.embed([]).shape == (0, emb.dim)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_prepare_never_fails_on_a_string_and_spans_point_into_the_text(text: str) -> None:
+    p = prepare(text)
+    assert p.language in ("zh", "en", "mixed", "und")
+    for c in p.clauses:
+        assert c.text and p.text[c.start : c.end] == c.text
+    assert PHONE not in prepare(f"{text} {PHONE}").text
+
+
+def test_text_step_disabled_gives_empty_tables_and_null_signals(tmp_path: Path, demo_shop: Summary) -> None:
+    import shutil
+
+    from shoplens.build import build
+
+    folder = tmp_path / "shop"
+    shutil.copytree(demo_shop.folder, folder)
+    with open(folder / "shoplens.toml", "a", encoding="utf-8") as fh:
+        fh.write("\n[text]\nenabled = false\n")
+    cfg = load_config(folder / "shoplens.toml")
+    with Store.for_config(cfg) as store:
+        result = build(cfg, store)
+        s = f"snap_{result.snapshot_id}"
+        assert result.text["n_texts"] == 0
+        for table in ("text_analysis", "text_aspects", "text_topics", "customer_text_features"):
+            assert store.scalar(f"SELECT count(*) FROM {s}.{table}") == 0
+        cid = store.scalar("SELECT customer_id FROM texts LIMIT 1")
+        doc = get_profile(store, cid)
+    assert doc["text"]["n_texts"] > 0 and doc["text"]["sentiment"] is None and doc["text"]["aspects"] is None

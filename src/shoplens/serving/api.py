@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,13 @@ class AudienceRequest(BaseModel):
     page: int = Field(default=1, ge=1)
     page_size: int = Field(default=100, ge=1, le=MAX_PAGE)
     format: str = Field(default="json", pattern="^(json|csv|parquet)$")
+
+
+class AnalyzeRequest(BaseModel):
+    """Texts for the text analysers (masked before any of them sees the text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] = Field(min_length=1, max_length=100)
 
 
 def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
@@ -170,6 +178,21 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         if explanation is not None:
             out["explanation"] = explanation
         return out
+
+    analysers: list[Any] = []
+    lock = threading.Lock()  # one analysis at a time: the embedder is a single native model
+
+    @app.post("/analyze")
+    def analyze(request: Request, body: AnalyzeRequest, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        principal(request, x_api_key)  # any role: the answer holds masked text only
+        with lock:
+            if not analysers:
+                from shoplens.text.analysers import Analysers
+
+                tc = cfg.text
+                analysers.append(Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None))
+            results, _ = analysers[0].analyse(body.texts)
+        return {"results": [r.as_dict() for r in results]}
 
     @app.delete("/admin/customers/{customer_id}")
     def erase(request: Request, customer_id: str, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
