@@ -15,6 +15,7 @@ and interests are computed in numpy / Python.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -108,18 +109,25 @@ def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None
     }, ASPECTS)
     _write(store, schema, "text_topics", {"topic_id": [t.topic_id for t in found], "size": [t.size for t in found],
                                           "terms": [t.terms for t in found], "label": [t.label for t in found]}, TOPICS)
-    _write(store, schema, "_text_extras", _customer_extras(cids, results, vectors, live, store), EXTRAS)
+    _write(store, schema, "_text_extras", _customer_extras(ids, cids, results, vectors, live, store), EXTRAS)
     store.con.execute(_features_sql(schema, [a.name for a in aspect_list]))
     store.con.execute(f"DROP TABLE {schema}._text_extras")
     return {"n_texts": n, "embedded": embedded, "cache_hits": hits, "topics": len(found),
             "outlier_share": round(getattr(model, "outlier_share_", 0.0), 4)}
 
 
-def _customer_extras(cids: list[str], results: list[TextResult], vectors: np.ndarray, live: np.ndarray,
-                     store: Store) -> dict[str, list[Any]]:
-    """Embedding centroid, top keywords and category interests per customer."""
+def _customer_extras(ids: list[str], cids: list[str], results: list[TextResult], vectors: np.ndarray,
+                     live: np.ndarray, store: Store) -> dict[str, list[Any]]:
+    """Embedding centroid, top keywords and category interests per customer.
+
+    Interests: category paths the customer's keywords name, then the categories of
+    products the customer wrote about positively (P(positive) >= 0.6), most frequent first.
+    """
     categories = [r[0] for r in store.con.execute(
         "SELECT DISTINCT category FROM products WHERE category IS NOT NULL").fetchall()]
+    reviewed = dict(store.con.execute(
+        "SELECT t.text_id, p.category FROM texts t JOIN products p USING (product_id) WHERE p.category IS NOT NULL"
+    ).fetchall())
     order: dict[str, list[int]] = {}
     for i, c in enumerate(cids):
         order.setdefault(c, []).append(i)
@@ -133,9 +141,10 @@ def _customer_extras(cids: list[str], results: list[TextResult], vectors: np.nda
         else:
             cents.append(None)
         words, cats = interests([results[i].keywords for i in idx], categories)
+        liked = Counter(reviewed[ids[i]] for i in idx if ids[i] in reviewed and (results[i].sentiment or 0) >= 0.6)
         out_c.append(c)
         kws.append(words)
-        ints.append(cats)
+        ints.append(list(dict.fromkeys(cats + [k for k, _n in liked.most_common()]))[:5])
     return {"customer_id": out_c, "top_keywords": kws, "interests": ints, "embedding_centroid": cents}
 
 
