@@ -19,7 +19,7 @@ from shoplens.jobs import Summary
 from shoplens.profiles import get_profile
 from shoplens.store import Store
 from shoplens.text.analysers import Analysers
-from shoplens.text.aspects import AspectAnalyser, evaluate_aspects
+from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, load_eval_set
 from shoplens.text.embed import EMBEDDERS, CachedEmbedder, Embedder, HashEmbedder
 from shoplens.text.keywords import interests
 from shoplens.text.preprocess import TextInputError, prepare
@@ -131,10 +131,14 @@ def test_sentiment_held_out_accuracy_and_stale_head() -> None:
 
 
 def test_aspect_detection_on_the_labelled_clauses() -> None:
-    result = evaluate_aspects(AspectAnalyser(load_sentiment()))
-    assert result["n_clauses"] == 400
-    assert result["macro_f1"] >= 0.75
-    assert result["aspects"]["price"]["f1"] >= 0.8
+    rows = load_eval_set()
+    assert len(rows) == 700 and sum(r["sample"] == "test" for r in rows) == 150
+    analyser = AspectAnalyser(load_sentiment())
+    dev = evaluate_aspects(analyser, [r for r in rows if r["sample"] != "test"])
+    test = evaluate_aspects(analyser, [r for r in rows if r["sample"] == "test"])
+    # floors that catch a broken lexicon; the figures themselves are in docs/benchmarks.md
+    assert dev["macro_f1"] >= 0.75 and dev["aspects"]["price"]["f1"] >= 0.8
+    assert test["micro_f1"] >= 0.55 and test["aspects"]["function"]["f1"] >= 0.6
 
 
 def test_topics_and_c_tf_idf() -> None:

@@ -99,7 +99,7 @@ def evaluate_aspects_cmd(
     stacked_polarity: Annotated[bool, typer.Option(help="Score clause polarity with the stacked e5 head.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Aspect detection P/R/F1 and polarity accuracy on the 400 hand-labelled clauses."""
+    """Aspect detection P/R/F1 and polarity accuracy on 700 hand-labelled clauses (150 held out)."""
     from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, load_eval_set
     from shoplens.text.evaluate import _e5
     from shoplens.text.sentiment import load_sentiment
@@ -108,16 +108,20 @@ def evaluate_aspects_cmd(
     e5 = _e5(None) if embeddings or stacked_polarity else None
     analyser = AspectAnalyser(load_sentiment(), embedder=e5 if embeddings else None,
                               polarity_embedder=e5 if stacked_polarity else None)
-    parts = {"all": rows, "random sample": [r for r in rows if r["sample"] == "random"],
-             "zh": [r for r in rows if r["lang"] == "zh"], "en": [r for r in rows if r["lang"] == "en"]}
+    test = [r for r in rows if r["sample"] == "test"]
+    parts = {"test (held out)": test, "test zh": [r for r in test if r["lang"] == "zh"],
+             "test en": [r for r in test if r["lang"] == "en"], "all": rows,
+             "development": [r for r in rows if r["sample"] != "test"]}
     result = {name: evaluate_aspects(analyser, sub) for name, sub in parts.items()}
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    table = Table("aspect", "support", "precision", "recall", "F1", title="aspect detection, all 400 clauses")
-    for name, s in sorted(result["all"]["aspects"].items()):
+    table = Table("aspect", "support", "precision", "recall", "F1",
+                  title=f"aspect detection on the {len(test)} held-out test clauses")
+    for name, s in sorted(result["test (held out)"]["aspects"].items()):
         table.add_row(name, str(s["support"]), f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}")
     console.print(table)
     for name, r in result.items():
-        console.print(f"{name:>14}: macro-F1 {r['macro_f1']:.3f}   polarity accuracy {r['polarity_accuracy']:.3f} "
+        console.print(f"{name:>15}: macro-F1 {r['macro_f1']:.3f}  micro-F1 {r['micro_f1']:.3f}  "
+                      f"polarity accuracy {r['polarity_accuracy']:.3f} "
                       f"(n={r['n_polarity']}) over {r['n_clauses']} clauses")
