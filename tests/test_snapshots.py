@@ -62,3 +62,50 @@ def test_killed_build_leaves_previous_snapshot_intact(demo_shop: Summary, tmp_pa
         killed = [s for s, status in st.con.execute("SELECT snapshot_id, status FROM snapshots").fetchall() if status == "failed"]
         assert len(killed) == 1
         assert st.scalar("SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?", [f"snap_{killed[0]}"]) == 0
+
+
+def test_kill_while_embedding_keeps_the_cache_and_the_snapshot(demo_shop: Summary, tmp_path: Path) -> None:
+    """SIGKILL in the middle of the text step's embedding: the previous snapshot stays
+    current, the embedding cache is a valid file with what was embedded so far, and the
+    next build takes those from the cache."""
+    import re
+    import sqlite3
+
+    folder = tmp_path / "shop"
+    shutil.copytree(demo_shop.folder, folder)
+    cache = folder / ".shoplens" / "embeddings.sqlite"
+    cache.unlink(missing_ok=True)
+    with Store.open(folder / "shoplens.duckdb", read_only=True) as st:
+        before = st.require_snapshot()
+        n_texts = st.scalar("SELECT count(*) FROM texts")
+    proc = subprocess.Popen([sys.executable, "-m", "shoplens.cli", "build", "--config", str(folder / "shoplens.toml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        rows = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if cache.exists():
+                try:
+                    with sqlite3.connect(cache) as con:
+                        rows = con.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+                except sqlite3.OperationalError:  # table not created yet
+                    rows = 0
+                if rows >= 64:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None and 64 <= rows < n_texts, f"not killed mid-embedding: {rows} of {n_texts}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    with Store.open(folder / "shoplens.duckdb", read_only=True) as st:
+        assert st.current_snapshot() == before
+    with sqlite3.connect(cache) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kept = con.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    assert kept >= rows
+    done = subprocess.run([sys.executable, "-m", "shoplens.cli", "build", "--config", str(folder / "shoplens.toml")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    match = re.search(r"\(([\d,]+) embedded, ([\d,]+) from the\s+cache\)", done.stdout)
+    assert match, done.stdout
+    assert int(match.group(2).replace(",", "")) >= kept  # what the killed build embedded is not embedded again
