@@ -230,3 +230,19 @@ def test_text_step_disabled_gives_empty_tables_and_null_signals(tmp_path: Path, 
         cid = store.scalar("SELECT customer_id FROM texts LIMIT 1")
         doc = get_profile(store, cid)
     assert doc["text"]["n_texts"] > 0 and doc["text"]["sentiment"] is None and doc["text"]["aspects"] is None
+
+
+def test_custom_aspects_file_and_bad_ones(tmp_path: Path) -> None:
+    from shoplens.errors import ConfigError
+    from shoplens.text.aspects import load_aspects
+
+    good = tmp_path / "aspects.toml"
+    good.write_text('[aspect.battery]\nzh = ["电池", "续航"]\nen = ["battery"]\n', encoding="utf-8")
+    hits = AspectAnalyser(load_sentiment(), load_aspects(str(good))).analyse([prepare("续航太差了, but the screen is fine")])
+    assert [(h.aspect, h.polarity) for h in hits[0]] == [("battery", "negative")]
+    for body, message in (('[aspect."Bad-Name"]\nzh = ["x"]\n', "aspect name"), ("[aspect.empty]\n", "no 'zh' or 'en'"),
+                          ("x = 1\n", "defines no"), ("[aspect", "cannot read")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(body, encoding="utf-8")
+        with pytest.raises(ConfigError, match=message):
+            load_aspects(str(bad))

@@ -44,7 +44,8 @@ def analyze(
     cfg = _text_config(config)
     tc = cfg.text
     with err_console.status("loading text models"):
-        analysers = Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None)
+        analysers = Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None,
+                                          aspects_file=None if tc.aspects == "default" else cfg.resolve(tc.aspects))
         results, _ = analysers.analyse([raw])
     analysers.embedder.close()
     doc = results[0].as_dict()

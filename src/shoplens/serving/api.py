@@ -190,7 +190,9 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
                 from shoplens.text.analysers import Analysers
 
                 tc = cfg.text
-                analysers.append(Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None))
+                analysers.append(Analysers.from_config(
+                    tc, cfg.resolve(tc.cache) if tc.cache else None,
+                    aspects_file=None if tc.aspects == "default" else cfg.resolve(tc.aspects)))
             results, _ = analysers[0].analyse(body.texts)
         return {"results": [r.as_dict() for r in results]}
 

@@ -20,7 +20,7 @@ by ``preprocess.prepare`` before any analyser sees it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,8 +28,8 @@ import numpy as np
 
 from shoplens.text.aspects import AspectAnalyser, AspectHit, load_aspects
 from shoplens.text.embed import CachedEmbedder, Progress, make_embedder
-from shoplens.text.keywords import KeywordExtractor
-from shoplens.text.preprocess import Prepared, prepare, tokens
+from shoplens.text.keywords import KeywordExtractor, candidates
+from shoplens.text.preprocess import Prepared, prepare
 from shoplens.text.sentiment import label, load_sentiment
 
 
@@ -55,7 +55,6 @@ class TextResult:
     sentiment: float | None
     aspects: list[AspectHit]
     keywords: list[str]
-    topic_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         p = self.prepared
@@ -68,7 +67,6 @@ class TextResult:
             "sentiment_label": None if self.sentiment is None else label(self.sentiment),
             "aspects": [h.as_dict() for h in self.aspects],
             "keywords": self.keywords,
-            "topic_id": self.topic_id,
             "emoji": list(p.emoji),
         }
 
@@ -80,19 +78,20 @@ class Analysers:
     aspects: AspectAnalyser
     keywords: KeywordExtractor
     max_chars: int = 2000
-    settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: Any, cache: Path | None, on_progress: Progress | None = None) -> Analysers:
-        """From a ``TextConfig``; ``cache`` is the embedding cache file (None: no cache)."""
+    def from_config(cls, cfg: Any, cache: Path | None, on_progress: Progress | None = None,
+                    aspects_file: Path | None = None) -> Analysers:
+        """From a ``TextConfig``; ``cache`` is the embedding cache file (None: no cache),
+        ``aspects_file`` the resolved ``[text] aspects`` path (None: the bundled default)."""
         embedder = make_embedder(cfg.embedder, cache, on_progress)
         sentiment = SENTIMENT[cfg.sentiment]()
         aspects = AspectAnalyser(sentiment if cfg.sentiment != "none" else NoSentiment(),  # type: ignore[arg-type]
-                                 load_aspects(None if cfg.aspects == "default" else cfg.aspects),
+                                 load_aspects(str(aspects_file) if aspects_file else None),
                                  embedder if cfg.aspect_embeddings else None,
                                  polarity_embedder=embedder if cfg.clause_polarity == "stacked" else None)
         keywords = KeywordExtractor(cfg.keywords, cfg.n_keywords, embedder if cfg.keywords == "keybert" else None)
-        return cls(embedder, sentiment, aspects, keywords, cfg.max_chars, cfg.model_dump(mode="json"))
+        return cls(embedder, sentiment, aspects, keywords, cfg.max_chars)
 
     def analyse(self, texts: Sequence[object], embed: bool = True) -> tuple[list[TextResult], np.ndarray | None]:
         """Analyse a batch; returns results and (when ``embed``) one embedding per text
@@ -117,9 +116,4 @@ class Analysers:
 
 def text_tokens(results: Sequence[TextResult]) -> list[list[str]]:
     """Content tokens per text, for c-TF-IDF topic labels."""
-    from shoplens.text.keywords import _candidates
-
-    return [[w for w in _candidates(r.prepared.text) if " " not in w] if not r.prepared.empty else [] for r in results]
-
-
-__all__ = ["Analysers", "TextResult", "text_tokens", "tokens"]
+    return [[w for w in candidates(r.prepared.text) if " " not in w] if not r.prepared.empty else [] for r in results]

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from shoplens.errors import ConfigError
 from shoplens.text.embed import Embedder
 from shoplens.text.preprocess import Prepared, prepare
 from shoplens.text.sentiment import SentimentModel, label
@@ -67,9 +68,20 @@ class Aspect:
 
 def load_aspects(path: str | None = None) -> list[Aspect]:
     """Aspects from a TOML file (default: the bundled ``rules/aspects.toml``)."""
-    src = Path(path).read_text("utf-8") if path else resources.files("shoplens").joinpath("rules/aspects.toml").read_text("utf-8")
+    origin = path or "rules/aspects.toml"
+    try:
+        src = Path(path).read_text("utf-8") if path else resources.files("shoplens").joinpath("rules/aspects.toml").read_text("utf-8")
+        specs = tomllib.loads(src).get("aspect", {})
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"[text] aspects: cannot read {origin}: {err}") from None
+    if not specs:
+        raise ConfigError(f"[text] aspects: {origin} defines no [aspect.<name>] tables")
     out = []
-    for name, spec in tomllib.loads(src)["aspect"].items():
+    for name, spec in specs.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", name):
+            raise ConfigError(f"[text] aspects: {origin}: aspect name must be lower-case letters, digits or _, found {name!r}")
+        if not spec.get("zh") and not spec.get("en"):
+            raise ConfigError(f"[text] aspects: {origin}: aspect {name!r} has no 'zh' or 'en' words")
         zh = "|".join(re.escape(w) for w in sorted(spec.get("zh", []), key=len, reverse=True))
         en = "|".join(re.escape(w) for w in sorted(spec.get("en", []), key=len, reverse=True))
         parts = [p for p in (zh, rf"(?<![a-z]){'(?:' + en + ')'}(?![a-z])" if en else "") if p]

@@ -39,7 +39,7 @@ def _en_stop() -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS | {"im", "ive", "dont", "didnt", "doesnt", "just", "really", "got"})
 
 
-def _candidates(text: str) -> list[str]:
+def candidates(text: str) -> list[str]:
     """Content words (and English 2-grams) of a text, in order, without stop words."""
     words = [w for w in tokens(_PLACEHOLDER.sub(" ", text)) if len(w) > 1 and w not in _ZH_STOP and w not in _en_stop()]
     latin = [w for w in words if w.isascii()]
@@ -77,7 +77,7 @@ def _en_tfidf(texts: list[str], k: int) -> list[list[str]]:
 
 def keybert(text: str, embedder: Embedder, k: int = 5, diversity: float = 0.5) -> list[str]:
     """Candidates ranked by similarity to the text, re-ranked by maximal marginal relevance."""
-    cands = _candidates(text)
+    cands = candidates(text)
     if not cands:
         return []
     doc = embedder.embed([text])[0]

@@ -61,12 +61,13 @@ def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None
         if on_info:
             on_info(f"text: embedded {done:,}/{total:,} new texts ({rate:.1f} texts/s)")
 
-    aspect_list = load_aspects(None if tc.aspects == "default" else str(cfg.resolve(tc.aspects)))
+    aspects_file = None if tc.aspects == "default" else cfg.resolve(tc.aspects)
+    aspect_list = load_aspects(str(aspects_file) if aspects_file else None)
     results: list[TextResult] = []
     vectors = np.zeros((n, 1), np.float32)
     embedded = hits = 0
     if n:
-        analysers = Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None, progress)
+        analysers = Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None, progress, aspects_file)
         vectors = np.zeros((n, analysers.embedder.dim), np.float32)
         texts = rows.column("text").to_pylist()
         for i in range(0, n, BATCH):
