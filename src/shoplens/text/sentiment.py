@@ -31,6 +31,7 @@ import json
 import os
 import pickle
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,9 @@ class Splits:
         return h.hexdigest()
 
 
+@lru_cache(maxsize=1)
 def load_splits() -> Splits:
-    """The training and held-out sets described in the module docstring."""
+    """The training and held-out sets described in the module docstring (read once per process)."""
     from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
     from shoplens.datasets.corpora import amazon_snippets, chinese_reviews, english_reviews
