@@ -95,7 +95,7 @@ class AspectAnalyser:
     """Finds aspects per clause; ``embedder=None`` uses the lexicon only."""
 
     def __init__(self, sentiment: SentimentModel, aspects: list[Aspect] | None = None,
-                 embedder: Embedder | None = None, min_similarity: float = 0.86, margin: float = 0.015,
+                 embedder: Embedder | None = None, min_similarity: float = 0.86, margin: float = 0.04,
                  polarity_embedder: Embedder | None = None) -> None:
         self.sentiment, self.embedder, self.polarity_embedder = sentiment, embedder, polarity_embedder
         self.aspects = aspects or load_aspects()
