@@ -16,12 +16,13 @@ reviews from 0.76 to ~0.87 (the n-gram model alone is what runs when the embedde
 ``hash``). Both are trained on the training splits only, so the held-out figures
 describe them exactly.
 
-The n-gram model trains in about 20 s and is cached under ``~/.cache/shoplens/models``
-with a name that carries the hash of the training config, the data and the library
-versions. The head needs e5 embeddings of ~16k training texts (about 10 minutes), so
-it ships in the package (``data/sentiment_head.json``, 386 numbers) with the same hash;
-``shoplens train sentiment`` rebuilds both. A head whose hash does not match the
-current n-gram artifact is refused, never silently mixed.
+The n-gram model trains in 10-60 s and is cached under ``~/.cache/shoplens/models``
+as ``sentiment-<hash>.pkl``, the hash covering the training config, the data and the
+scikit-learn version. The head needs e5 embeddings of ~16k training texts (about 10
+minutes), so it ships in the package (``data/sentiment_head.json``, 386 numbers)
+recording the training hash (config + data) of the n-gram model it sits on;
+``shoplens train sentiment`` rebuilds both. A head recorded for another training hash
+is refused with a warning, never silently mixed.
 """
 
 from __future__ import annotations
@@ -159,12 +160,19 @@ def label(p: float) -> str:
     return "positive" if p >= POSITIVE_AT else "negative" if p <= NEGATIVE_AT else "neutral"
 
 
+def training_hash(splits: Splits) -> str:
+    """Hash of the training config and data: what the n-gram model is a function of. The
+    stacked head records it and is refused for any other."""
+    payload = json.dumps({"config": TRAIN_CONFIG, "data": splits.digest()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def artifact_hash(splits: Splits) -> str:
+    """``training_hash`` plus the scikit-learn version: the pickled file's name (a pickle is
+    only safe to load with the version that wrote it, so an upgrade retrains)."""
     import sklearn
 
-    payload = json.dumps({"config": TRAIN_CONFIG, "data": splits.digest(), "sklearn": sklearn.__version__},
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{training_hash(splits)}/{sklearn.__version__}".encode()).hexdigest()[:16]
 
 
 def train_sentiment(splits: Splits | None = None) -> tuple[SentimentModel, Path]:
@@ -199,7 +207,7 @@ def load_sentiment(on_train: Any = None) -> SentimentModel:
         if on_train:
             on_train(path)
         model, _ = train_sentiment(splits)
-    model.head_ = _load_head(digest)
+    model.head_ = _load_head(training_hash(splits))
     _LOADED[digest] = model
     return model
 
@@ -208,14 +216,15 @@ HEAD_FILE = "data/sentiment_head.json"
 
 
 def _load_head(digest: str) -> dict[str, Any] | None:
-    """The shipped stacked head when it was trained on top of this exact n-gram artifact."""
+    """The shipped stacked head when it was trained on top of an n-gram model with this
+    training hash (same config, same data)."""
     from importlib import resources
 
     ref = resources.files("shoplens").joinpath(HEAD_FILE)
     if not ref.is_file():
         return None
     head = json.loads(ref.read_text("utf-8"))
-    if head.get("ngram_hash") != digest:
+    if head.get("ngram_hash") != digest:  # digest: training_hash of the current config and data
         import warnings
 
         warnings.warn(f"sentiment head {HEAD_FILE} was trained for n-gram artifact {head.get('ngram_hash')}, "
@@ -244,6 +253,6 @@ def train_head(model: SentimentModel, splits: Splits, embed: Any, folds: int = 5
         oof[b] = fold.predict_proba([texts[i] for i in b])
     emb = embed(texts)
     clf = LogisticRegression(C=3.0, max_iter=5000).fit(np.c_[_logit(oof), emb], labels)
-    return {"ngram_hash": artifact_hash(splits), "embedder": "e5", "n_train": len(texts),
+    return {"ngram_hash": training_hash(splits), "embedder": "e5", "n_train": len(texts),
             "w_ngram": float(clf.coef_[0, 0]), "w_embedding": clf.coef_[0, 1:].round(6).tolist(),
             "bias": float(clf.intercept_[0])}
