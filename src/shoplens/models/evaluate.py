@@ -134,8 +134,23 @@ def evaluate_predictions(dataset: str = "cdnow", workdir: str | Path | None = No
     return Evaluation(params, holdout, totals, classifier, notes)
 
 
+def _score_texts(store: Store) -> str:
+    """Per-text sentiment of the stored (masked) texts, as the build's text step writes it
+    (n-gram model: no embeddings needed); returns the temporary table's name."""
+    from shoplens.text.sentiment import label, load_sentiment
+
+    texts = store.con.execute("SELECT customer_id, created_at, text FROM texts").df()
+    texts["sentiment"] = load_sentiment().predict_proba(texts["text"].tolist())
+    texts["sentiment_label"] = [label(p) for p in texts["sentiment"]]
+    store.con.register("_text_scores_df", texts.drop(columns="text"))
+    store.con.execute("CREATE TEMP TABLE _text_scores AS SELECT * FROM _text_scores_df")
+    store.con.unregister("_text_scores_df")
+    return "_text_scores"
+
+
 def evaluate_text_lift(workdir: str | Path | None = None, customers: int = 2000, seed: int = 42) -> pd.DataFrame:
-    """Propensity on the demo shop with and without the text features (same folds).
+    """Propensity on the demo shop with and without the text features (same folds): ratings,
+    review/chat counts and the text step's sentiment.
 
     The demo is the only data set here that joins orders and customers' own texts.
     """
@@ -149,7 +164,7 @@ def evaluate_text_lift(workdir: str | Path | None = None, customers: int = 2000,
         with Store.for_config(cfg) as store:
             ingest(cfg, store, create_key=True)
             cutoffs = [date(2024, m, 1) for m in range(7, 13)] + [date(2025, m, 1) for m in range(1, 10)]
-            folds = make_folds(store, cutoffs, HORIZON_DAYS)
+            folds = make_folds(store, cutoffs, HORIZON_DAYS, _score_texts(store))
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -127,9 +127,11 @@ def predict(store: Store, schema: str, as_of: date, cfg: PredictionsConfig) -> P
                 f"propensity needs at least {3 * cfg.horizon_days} days of order history before {as_of} "
                 f"(3 x horizon_days = {cfg.horizon_days}); found {(as_of - first).days}"
             )
-        train = pd.concat([fold.frame for fold in make_folds(store, cutoffs, cfg.horizon_days)])
+        scored = f"{schema}.text_analysis"  # the text step runs before this one
+        train = pd.concat([fold.frame for fold in make_folds(store, cutoffs, cfg.horizon_days, scored)])
         model = PropensityModel(cfg.horizon_days).fit(train)
-        now = features_at(store, as_of, cfg.horizon_days, computed=f"{schema}.customer_features").reindex(f.index)
+        now = features_at(store, as_of, cfg.horizon_days, computed=f"{schema}.customer_features",
+                          scored=scored).reindex(f.index)
         p = model.predict_proba(now)
         out["purchase_propensity"] = p
         out["churn_risk"] = 1 - p

@@ -25,8 +25,8 @@ NON_FEATURES = {"customer_id", "first_order_at", "last_order_at", "rfm_score", "
                 "rfm_segment_zh", "top_category", "r_score", "f_score", "m_score"}
 RANKED = ("recency_days", "total_spend", "n_orders", "expected_purchases", "p_alive", "T")
 # what customers wrote, as of the cut-off: NULL (not 0) for customers without texts. The
-# text stage (sentiment, aspects) adds its columns here as it lands.
-TEXT_FEATURES = ["n_reviews", "mean_rating", "negative_review_share", "n_chats"]
+# last two come from the text step's per-text sentiment (``scored``), NULL without it.
+TEXT_FEATURES = ["n_reviews", "mean_rating", "negative_review_share", "n_chats", "sentiment_mean", "negative_text_share"]
 MODEL_FEATURES = (
     [c for c in FEATURE_COLUMNS if c not in NON_FEATURES]
     + ["gap_ratio", "p_alive", "expected_purchases"]
@@ -42,11 +42,15 @@ def _dt(d: date) -> datetime:
     return datetime(d.year, d.month, d.day)
 
 
-def features_at(store: Store, cutoff: date, horizon_days: int, computed: str | None = None) -> pd.DataFrame:
+def features_at(store: Store, cutoff: date, horizon_days: int, computed: str | None = None,
+                scored: str | None = None) -> pd.DataFrame:
     """Behavioural features of buyers as of ``cutoff`` plus BG/NBD outputs for the horizon.
 
     ``computed`` names a table that already holds the features for this cutoff (the
     snapshot's ``customer_features``), so the build does not compute them twice.
+    ``scored`` names a table of per-text sentiment (``customer_id, created_at,
+    sentiment, sentiment_label``: the snapshot's ``text_analysis``); only texts written
+    before the cut-off count, and a text's sentiment depends on nothing but the text.
     """
     if computed is not None:
         df = store.con.execute(f"SELECT * FROM {computed}").df().set_index("customer_id").sort_index()
@@ -76,7 +80,18 @@ def features_at(store: Store, cutoff: date, horizon_days: int, computed: str | N
         "count(*) FILTER (WHERE kind = 'chat') AS n_chats FROM texts WHERE created_at < ? GROUP BY 1",
         [_dt(cutoff)],
     ).df().set_index("customer_id")
-    return df.join(text.astype(float), how="left")
+    df = df.join(text.astype(float), how="left")
+    if scored is not None:
+        sent = store.con.execute(
+            f"SELECT customer_id, avg(sentiment) AS sentiment_mean, "
+            f"avg(CASE WHEN sentiment_label = 'negative' THEN 1.0 WHEN sentiment IS NOT NULL THEN 0.0 END) AS negative_text_share "
+            f"FROM {scored} WHERE created_at < ? GROUP BY 1",
+            [_dt(cutoff)],
+        ).df().set_index("customer_id")
+        return df.join(sent.astype(float), how="left")
+    df["sentiment_mean"] = np.nan
+    df["negative_text_share"] = np.nan
+    return df
 
 
 def labels_after(store: Store, cutoff: date, horizon_days: int) -> pd.Series:
@@ -94,10 +109,10 @@ class Fold:
     frame: pd.DataFrame  # features + 'label'
 
 
-def make_folds(store: Store, cutoffs: list[date], horizon_days: int) -> list[Fold]:
+def make_folds(store: Store, cutoffs: list[date], horizon_days: int, scored: str | None = None) -> list[Fold]:
     folds = []
     for c in cutoffs:
-        df = features_at(store, c, horizon_days)
+        df = features_at(store, c, horizon_days, scored=scored)
         df["label"] = labels_after(store, c, horizon_days).reindex(df.index).fillna(0).astype(int)
         folds.append(Fold(c, df))
     return folds
