@@ -19,9 +19,10 @@ from shoplens.store import Store
 def segment_snapshot(cfg: Config, store: Store, schema: str) -> dict[str, str]:
     """Returns {"segments": reason} when segmentation had to be skipped, else {}."""
     frame = store.con.execute(
-        f"SELECT f.*, p.churn_risk, p.clv, t.mean_rating, year(s.as_of) - d.birth_year AS age "
+        f"SELECT f.*, p.churn_risk, p.clv, t.mean_rating, x.sentiment_mean, year(s.as_of) - d.birth_year AS age "
         f"FROM {schema}.customer_features f JOIN {schema}.customers d USING (customer_id) "
         f"LEFT JOIN {schema}.customer_predictions p USING (customer_id) "
+        f"LEFT JOIN {schema}.customer_text_features x USING (customer_id) "
         f"CROSS JOIN (SELECT as_of FROM snapshots WHERE snapshot_id = {int(schema.removeprefix('snap_'))}) s "
         "LEFT JOIN (SELECT customer_id, avg(rating) AS mean_rating FROM texts GROUP BY 1) t USING (customer_id)"
     ).df().set_index("customer_id").sort_index()

@@ -20,7 +20,7 @@ from shoplens.models.btyd import ModelError
 
 SEGMENT_FEATURES = (
     "recency_days", "n_orders", "total_spend", "aov", "discount_rate", "return_rate", "tenure_days",
-    "n_events", "n_views", "n_cart_adds", "night_share", "weekend_share", "churn_risk", "clv", "mean_rating", "age",
+    "n_events", "n_views", "n_cart_adds", "night_share", "weekend_share", "churn_risk", "clv", "mean_rating", "sentiment_mean", "age",
 )
 SKEWED = {"n_orders", "total_spend", "aov", "n_events", "n_views", "n_cart_adds", "clv", "recency_days", "tenure_days"}
 MIN_CUSTOMERS = 20
