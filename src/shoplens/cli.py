@@ -85,7 +85,7 @@ def _print_ingest(results: list[Any]) -> None:
 
 def _print_text(text: dict[str, Any]) -> None:
     if text.get("n_texts"):
-        console.print(f"texts: {text['n_texts']:,} analysed ({text['embedded']:,} embedded, {text['cache_hits']:,} from the "
+        console.print(f"texts: {text['n_texts']:,} analysed (embeddings: {text['embedded']:,} computed, {text['cache_hits']:,} from the "
                       f"cache), {text['topics']} topics, {text['outlier_share']:.1%} outliers")
 
 

@@ -19,10 +19,16 @@ app.add_typer(train_app, name="train")
 
 
 def _text_config(config: Path) -> Any:
-    """``[text]`` from the config when there is one; defaults otherwise (analyze needs no shop)."""
+    """``[text]`` from the config when there is one; defaults otherwise (analyze needs no
+    shop), with the embedding cache in the user's cache folder rather than the cwd."""
     from shoplens.config import Config, load_config
+    from shoplens.text.evaluate import EMBED_CACHE
 
-    return load_config(config) if config.exists() else Config()
+    if config.exists():
+        return load_config(config)
+    cfg = Config()
+    cfg.text.cache = str(EMBED_CACHE)
+    return cfg
 
 
 def _rate_printer(label: str) -> Any:

@@ -134,7 +134,7 @@ class TextConfig(_Strict):
     sentiment: Literal["linear", "none"] = "linear"  # linear: the trained zh+en artifact
     aspects: str = "default"  # "default" (rules/aspects.toml) or a path to a TOML file of aspects
     aspect_embeddings: bool = False  # also assign aspects by embedding similarity (see docs/benchmarks.md)
-    clause_polarity: Literal["ngram", "stacked"] = "ngram"  # stacked: embed each evidence clause (e5 only)
+    clause_polarity: Literal["ngram", "stacked"] = "stacked"  # stacked: embed each evidence clause (head needs e5)
     keywords: Literal["tfidf", "textrank", "keybert"] = "tfidf"
     n_keywords: int = Field(default=5, ge=1, le=30)
     topics: bool = True

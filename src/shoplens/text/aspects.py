@@ -11,8 +11,8 @@ Per clause (``preprocess.split_clauses``):
    fixed threshold alone.
 3. **Polarity** is the sentiment model's P(positive) on the clause: positive / neutral /
    negative at the same thresholds as documents. With ``[text] clause_polarity =
-   "stacked"`` each evidence clause is embedded too and the stacked head scores it
-   (better, at one embedding per clause: docs/benchmarks.md).
+   "stacked"`` (the default) each evidence clause is embedded too and the stacked head
+   scores it (better, at one embedding per clause: docs/benchmarks.md).
 
 The evaluation set is 700 hand-labelled clauses (``data/aspect_eval.tsv``): 550 for
 development (the lexicon was revised after reading errors on them) and 150 held out,
