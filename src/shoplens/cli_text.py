@@ -47,11 +47,8 @@ def analyze(
     from shoplens.text.analysers import Analysers
 
     raw = sys.stdin.read() if text in (None, "-") else text
-    cfg = _text_config(config)
-    tc = cfg.text
     with err_console.status("loading text models"):
-        analysers = Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None,
-                                          aspects_file=None if tc.aspects == "default" else cfg.resolve(tc.aspects))
+        analysers = Analysers.for_shop(_text_config(config))
         results, _ = analysers.analyse([raw])
     analysers.embedder.close()
     doc = results[0].as_dict()

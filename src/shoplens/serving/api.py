@@ -189,10 +189,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
             if not analysers:
                 from shoplens.text.analysers import Analysers
 
-                tc = cfg.text
-                analysers.append(Analysers.from_config(
-                    tc, cfg.resolve(tc.cache) if tc.cache else None,
-                    aspects_file=None if tc.aspects == "default" else cfg.resolve(tc.aspects)))
+                analysers.append(Analysers.for_shop(cfg))
             results, _ = analysers[0].analyse(body.texts)
         return {"results": [r.as_dict() for r in results]}
 

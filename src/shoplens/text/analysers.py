@@ -93,6 +93,13 @@ class Analysers:
         keywords = KeywordExtractor(cfg.keywords, cfg.n_keywords, embedder if cfg.keywords == "keybert" else None)
         return cls(embedder, sentiment, aspects, keywords, cfg.max_chars)
 
+    @classmethod
+    def for_shop(cls, cfg: Any, on_progress: Progress | None = None) -> Analysers:
+        """From a whole ``Config``: ``[text]`` with its paths resolved against the config's folder."""
+        tc = cfg.text
+        return cls.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None, on_progress,
+                               None if tc.aspects == "default" else cfg.resolve(tc.aspects))
+
     def analyse(self, texts: Sequence[object], embed: bool = True) -> tuple[list[TextResult], np.ndarray | None]:
         """Analyse a batch; returns results and (when ``embed``) one embedding per text
         (zeros for texts with nothing to embed)."""

@@ -67,7 +67,7 @@ def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None
     vectors = np.zeros((n, 1), np.float32)
     embedded = hits = 0
     if n:
-        analysers = Analysers.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None, progress, aspects_file)
+        analysers = Analysers.for_shop(cfg, progress)
         vectors = np.zeros((n, analysers.embedder.dim), np.float32)
         texts = rows.column("text").to_pylist()
         for i in range(0, n, BATCH):
