@@ -1,6 +1,6 @@
 """Model-family comparisons behind the text step's choices (docs/benchmarks.md).
 
-Run:  .venv/bin/python bench/text_models.py [sentiment] [aspects]
+Run:  .venv/bin/python bench/text_models.py [sentiment] [aspects] [errors]
 
 sentiment: on the held-out splits of ``shoplens.text.sentiment.load_splits`` (Chinese
 only, where the choice was hard): character n-gram TF-IDF with logistic regression or
@@ -10,6 +10,9 @@ cache embeds ~17k Chinese reviews first (about 10 minutes on 2 cores).
 
 aspects: per-aspect logistic regression trained on the 550 development clauses of
 ``data/aspect_eval.tsv`` and scored on the 150 held-out ones, against the lexicon.
+
+errors: the shipped (stacked) model's confident errors on the Chinese test split
+(P > 0.9 or < 0.1 and wrong), with 25 of them printed (seed 0) for reading by hand.
 """
 
 from __future__ import annotations
@@ -89,9 +92,22 @@ def aspects() -> None:
         print(f"{name:<34} {score(pred)}")
 
 
+def errors() -> None:
+    from shoplens.text.sentiment import load_sentiment
+
+    texts, labels = load_splits().test["zh"]
+    p = load_sentiment().predict_proba(texts, _e5(None).embed(texts))
+    wrong = np.where(((p >= 0.5) != labels) & ((p > 0.9) | (p < 0.1)))[0]
+    print(f"{len(wrong)} confident errors of {int(((p >= 0.5) != labels).sum())} errors on {len(texts):,} zh test texts")
+    for i in np.random.default_rng(0).choice(wrong, min(25, len(wrong)), replace=False):
+        print(f"label {labels[i]}  P(positive) {p[i]:.2f}  {texts[i][:90]}")
+
+
 if __name__ == "__main__":
-    parts = sys.argv[1:] or ["sentiment", "aspects"]
+    parts = sys.argv[1:] or ["sentiment", "aspects", "errors"]
     if "sentiment" in parts:
         sentiment()
     if "aspects" in parts:
         aspects()
+    if "errors" in parts:
+        errors()
