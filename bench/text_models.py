@@ -25,8 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 from shoplens.text.aspects import load_aspects, load_eval_set
-from shoplens.text.embed import HashEmbedder
-from shoplens.text.evaluate import _e5
+from shoplens.text.embed import HashEmbedder, user_e5
 from shoplens.text.preprocess import normalise, prepare
 from shoplens.text.sentiment import SentimentModel, _logit, load_splits
 
@@ -47,7 +46,7 @@ def sentiment() -> None:
     ngram = SentimentModel().fit(zh_train, y_train)
     p_test = ngram.predict_proba(zh_test)
     print(f"{'hashed word 1-2 + char 1-4 + LR (ours)':<40} zh accuracy {((p_test >= 0.5) == y_test).mean():.4f}")
-    emb = _e5(lambda d, t, r: print(f"  embedding {d:,}/{t:,} ({r:.0f}/s)", end="\r", file=sys.stderr))
+    emb = user_e5(lambda d, t, r: print(f"  embedding {d:,}/{t:,} ({r:.0f}/s)", end="\r", file=sys.stderr))
     e_train, e_test = emb.embed(zh_train), emb.embed(zh_test)
     lr = LogisticRegression(C=1, max_iter=3000).fit(e_train, y_train)
     print(f"{'e5 embedding + LR':<40} zh accuracy {(lr.predict(e_test) == y_test).mean():.4f}")
@@ -69,7 +68,7 @@ def aspects() -> None:
     y = np.array([[a in r["labels"] for a in names] for r in rows], int)
     hits = np.array([[a.search(t) for a in lex] for t in texts], int)
     dev = np.array([r["sample"] != "test" for r in rows])
-    e5, hashed = _e5(None).embed(texts), HashEmbedder().embed(texts)
+    e5, hashed = user_e5(None).embed(texts), HashEmbedder().embed(texts)
 
     def score(pred: np.ndarray) -> str:
         f1, tps, fps, fns = [], 0, 0, 0
@@ -96,7 +95,7 @@ def errors() -> None:
     from shoplens.text.sentiment import load_sentiment
 
     texts, labels = load_splits().test["zh"]
-    p = load_sentiment().predict_proba(texts, _e5(None).embed(texts))
+    p = load_sentiment().predict_proba(texts, user_e5(None).embed(texts))
     wrong = np.where(((p >= 0.5) != labels) & ((p > 0.9) | (p < 0.1)))[0]
     print(f"{len(wrong)} confident errors of {int(((p >= 0.5) != labels).sum())} errors on {len(texts):,} zh test texts")
     for i in np.random.default_rng(0).choice(wrong, min(25, len(wrong)), replace=False):

@@ -22,12 +22,12 @@ def _text_config(config: Path) -> Any:
     """``[text]`` from the config when there is one; defaults otherwise (analyze needs no
     shop), with the embedding cache in the user's cache folder rather than the cwd."""
     from shoplens.config import Config, load_config
-    from shoplens.text.evaluate import EMBED_CACHE
+    from shoplens.text.embed import USER_EMBED_CACHE
 
     if config.exists():
         return load_config(config)
     cfg = Config()
-    cfg.text.cache = str(EMBED_CACHE)
+    cfg.text.cache = str(USER_EMBED_CACHE)
     return cfg
 
 
@@ -105,11 +105,11 @@ def evaluate_aspects_cmd(
 ) -> None:
     """Aspect detection P/R/F1 and polarity accuracy on 700 hand-labelled clauses (150 held out)."""
     from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, load_eval_set
-    from shoplens.text.evaluate import _e5
+    from shoplens.text.embed import user_e5
     from shoplens.text.sentiment import load_sentiment
 
     rows = load_eval_set()
-    e5 = _e5(None) if embeddings or stacked_polarity else None
+    e5 = user_e5() if embeddings or stacked_polarity else None
     analyser = AspectAnalyser(load_sentiment(), embedder=e5 if embeddings else None,
                               polarity_embedder=e5 if stacked_polarity else None)
     test = [r for r in rows if r["sample"] == "test"]

@@ -146,6 +146,14 @@ class CachedEmbedder:
             self._con = None
 
 
+USER_EMBED_CACHE = Path.home() / ".cache" / "shoplens" / "embeddings.sqlite"
+
+
+def user_e5(on_progress: Progress | None = None) -> CachedEmbedder:
+    """e5 with the per-user cache: for training, evaluation and ``analyze`` outside a shop."""
+    return CachedEmbedder(E5Embedder(), USER_EMBED_CACHE, on_progress=on_progress)
+
+
 def make_embedder(name: str, cache: Path | None = None, on_progress: Progress | None = None) -> CachedEmbedder:
     """The embedder named in ``[text] embedder``, wrapped in the cache."""
     return CachedEmbedder(EMBEDDERS[name](), cache, on_progress=on_progress)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from shoplens.errors import require
-from shoplens.text.embed import CachedEmbedder, E5Embedder, Progress
+from shoplens.text.embed import Progress, user_e5
 from shoplens.text.sentiment import (
     HEAD_FILE,
     SentimentModel,
@@ -28,18 +28,12 @@ from shoplens.text.sentiment import (
     train_sentiment,
 )
 
-EMBED_CACHE = Path.home() / ".cache" / "shoplens" / "embeddings.sqlite"
-
-
-def _e5(on_progress: Progress | None) -> CachedEmbedder:
-    return CachedEmbedder(E5Embedder(), EMBED_CACHE, on_progress=on_progress)
-
 
 def train(out: Path | None = None, on_progress: Progress | None = None) -> dict[str, Any]:
     """Train the n-gram artifact and the stacked head; write the head JSON."""
     splits = load_splits()
     model, path = train_sentiment(splits)
-    emb = _e5(on_progress)
+    emb = user_e5(on_progress)
     head = train_head(model, splits, emb.embed)
     emb.close()
     from importlib import resources
@@ -69,7 +63,7 @@ def evaluate_sentiment(on_progress: Progress | None = None) -> dict[str, Any]:
     """Accuracy per language and method on the held-out splits, with texts/s."""
     splits = load_splits()
     model: SentimentModel = load_sentiment()
-    emb = _e5(on_progress)
+    emb = user_e5(on_progress)
     out: dict[str, Any] = {"hash": artifact_hash(splits), "n_train": len(splits.train_texts), "languages": {}}
     for lang, (texts, labels) in splits.test.items():
         row: dict[str, Any] = {"n_test": len(texts), "positive_share": round(float(labels.mean()), 4)}

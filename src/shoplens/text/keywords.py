@@ -16,7 +16,6 @@ names a category (or is named by one) becomes that category path.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
@@ -24,12 +23,11 @@ from functools import lru_cache
 import numpy as np
 
 from shoplens.text.embed import Embedder
-from shoplens.text.preprocess import Prepared, _jieba, tokens
+from shoplens.text.preprocess import PLACEHOLDER, Prepared, _jieba, tokens
 
 _ZH_STOP = set("的了是我也很都就和在有不这那还吧啊呢吗说要会个一又被把给让从对到得着过为与及")
 _ZH_STOP |= {"没有", "一个", "我们", "你们", "他们", "这个", "那个", "就是", "但是", "不过", "可以", "感觉", "觉得",
              "还是", "非常", "比较", "真的", "已经", "因为", "所以", "如果", "而且", "自己", "什么", "东西", "时候"}
-_PLACEHOLDER = re.compile(r"\[(PHONE|EMAIL|ID|CARD)\]")
 
 
 @lru_cache(maxsize=1)
@@ -41,7 +39,7 @@ def _en_stop() -> frozenset[str]:
 
 def candidates(text: str) -> list[str]:
     """Content words (and English 2-grams) of a text, in order, without stop words."""
-    words = [w for w in tokens(_PLACEHOLDER.sub(" ", text)) if len(w) > 1 and w not in _ZH_STOP and w not in _en_stop()]
+    words = [w for w in tokens(text) if len(w) > 1 and w not in _ZH_STOP and w not in _en_stop()]
     latin = [w for w in words if w.isascii()]
     pairs = [f"{a} {b}" for a, b in zip(latin, latin[1:], strict=False)]
     return list(dict.fromkeys(words + pairs))
@@ -52,13 +50,13 @@ def _zh_tfidf(text: str, k: int, method: str) -> list[str]:
 
     _jieba()
     fn = jieba.analyse.textrank if method == "textrank" else jieba.analyse.extract_tags
-    return [w for w in fn(_PLACEHOLDER.sub(" ", text), topK=k * 2) if w not in _ZH_STOP and len(w) > 1][:k]
+    return [w for w in fn(PLACEHOLDER.sub(" ", text), topK=k * 2) if w not in _ZH_STOP and len(w) > 1][:k]
 
 
 def _en_tfidf(texts: list[str], k: int) -> list[list[str]]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    docs = [" ".join(w for w in tokens(_PLACEHOLDER.sub(" ", t)) if w.isascii()) for t in texts]
+    docs = [" ".join(w for w in tokens(t) if w.isascii()) for t in texts]
     if not any(docs):
         return [[] for _ in texts]
     try:

@@ -36,7 +36,7 @@ _SPACES = re.compile(r"\s+")
 _CLAUSE_END = re.compile(r"[。！？!?；;，,\n]+|(?<=[a-z])\.(?:\s+|$)")
 _CONTRAST = re.compile(r"(?=(?:但是|但|不过|可是|然而|就是|\bbut\b|\bhowever\b|\bthough\b|\balthough\b))", re.I)
 _EN_TOKEN = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
-_PLACEHOLDER = re.compile(r"\[(PHONE|EMAIL|ID|CARD)\]")
+PLACEHOLDER = re.compile(r"\[(PHONE|EMAIL|ID|CARD)\]")  # what privacy.mask_text leaves
 
 
 class TextInputError(ShopLensError):
@@ -88,7 +88,7 @@ def detect_language(text: str) -> Language:
     ('zh', 'en', 'und')
     """
     han = len(_HAN.findall(text))
-    latin = sum(len(w) for w in _LATIN_WORD.findall(_PLACEHOLDER.sub(" ", text)))
+    latin = sum(len(w) for w in _LATIN_WORD.findall(PLACEHOLDER.sub(" ", text)))
     if han == 0 and latin == 0:
         return "und"
     # a Latin letter carries about a third of the information of a Han character
@@ -162,7 +162,7 @@ def tokens(text: str) -> list[str]:
     ['质量', '很', '好', 'fast', 'shipping']
     """
     out: list[str] = []
-    for run in re.findall(r"[\u3400-\u9fff\uf900-\ufaff]+|[A-Za-z][A-Za-z'-]*", _PLACEHOLDER.sub(" ", text)):
+    for run in re.findall(r"[\u3400-\u9fff\uf900-\ufaff]+|[A-Za-z][A-Za-z'-]*", PLACEHOLDER.sub(" ", text)):
         if _HAN.match(run):
             out.extend(w for w in _jieba().lcut(run) if w.strip())
         else:
