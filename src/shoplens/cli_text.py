@@ -95,6 +95,15 @@ def evaluate_sentiment_cmd(as_json: Annotated[bool, typer.Option("--json", help=
                       f"{r['stacked']['accuracy']:.4f}" if "stacked" in r else "-",
                       r["baseline"]["name"], f"{r['baseline']['accuracy']:.4f}")
     console.print(table)
+    v = result["zh_verified"]
+    ci = "{accuracy:.4f} [{ci95[0]:.3f}, {ci95[1]:.3f}]".format
+    table = Table("texts", "n-gram", "stacked (n-gram + e5)", "SnowNLP",
+                  title=f"zh accuracy against verified labels (95% CI): {v['n']} held-out reviews labelled "
+                        f"again by hand, {v['mixed']} mixed left out")
+    table.add_row(f"{v['n_clear']:,}", ci(**v["ngram"]), ci(**v["stacked"]) if "stacked" in v else "-",
+                  ci(**{k: v["baseline"][k] for k in ("accuracy", "ci95")}))
+    console.print(table)
+    console.print(f"corpus labels agree with the verified ones on {ci(**v['corpus_label_agreement'])} of the clear texts")
 
 
 @evaluate_app.command("aspects")
