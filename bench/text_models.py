@@ -24,7 +24,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from shoplens.text.aspects import load_aspects, load_eval_set
+from shoplens.text.aspects import is_test, load_aspects, load_eval_set
 from shoplens.text.embed import HashEmbedder, user_e5
 from shoplens.text.preprocess import normalise, prepare
 from shoplens.text.sentiment import SentimentModel, _logit, load_splits
@@ -67,7 +67,7 @@ def aspects() -> None:
     texts = [prepare(r["clause"]).text for r in rows]
     y = np.array([[a in r["labels"] for a in names] for r in rows], int)
     hits = np.array([[a.search(t) for a in lex] for t in texts], int)
-    dev = np.array([r["sample"] != "test" for r in rows])
+    dev = np.array([not is_test(r) for r in rows])
     e5, hashed = user_e5(None).embed(texts), HashEmbedder().embed(texts)
 
     def score(pred: np.ndarray) -> str:

@@ -112,8 +112,8 @@ def evaluate_aspects_cmd(
     stacked_polarity: Annotated[bool, typer.Option(help="Score clause polarity with the stacked e5 head.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Aspect detection P/R/F1 and polarity accuracy on 700 hand-labelled clauses (150 held out)."""
-    from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, load_eval_set
+    """Aspect detection P/R/F1 and polarity accuracy on hand-labelled clauses (550 held out)."""
+    from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, is_test, load_eval_set
     from shoplens.text.embed import user_e5
     from shoplens.text.sentiment import load_sentiment
 
@@ -121,10 +121,12 @@ def evaluate_aspects_cmd(
     e5 = user_e5() if embeddings or stacked_polarity else None
     analyser = AspectAnalyser(load_sentiment(), embedder=e5 if embeddings else None,
                               polarity_embedder=e5 if stacked_polarity else None)
-    test = [r for r in rows if r["sample"] == "test"]
+    test = [r for r in rows if is_test(r)]
     parts = {"test (held out)": test, "test zh": [r for r in test if r["lang"] == "zh"],
-             "test en": [r for r in test if r["lang"] == "en"], "all": rows,
-             "development": [r for r in rows if r["sample"] != "test"]}
+             "test en": [r for r in test if r["lang"] == "en"],
+             "test2 (400)": [r for r in test if r["sample"] == "test2"],
+             "test (150)": [r for r in test if r["sample"] == "test"],
+             "development": [r for r in rows if not is_test(r)]}
     result = {name: evaluate_aspects(analyser, sub) for name, sub in parts.items()}
     if as_json:
         print(json.dumps(result, indent=2))

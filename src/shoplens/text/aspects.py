@@ -148,6 +148,11 @@ class AspectAnalyser:
         return out
 
 
+def is_test(row: dict[str, Any]) -> bool:
+    """Held-out rows (samples ``test`` and ``test2``): never used to train, tune or revise."""
+    return str(row["sample"]).startswith("test")
+
+
 def load_eval_set() -> list[dict[str, Any]]:
     """The hand-labelled clauses: id, lang, sample, labels {aspect: polarity}, clause."""
     rows = []
