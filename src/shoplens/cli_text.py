@@ -108,31 +108,40 @@ def evaluate_sentiment_cmd(as_json: Annotated[bool, typer.Option("--json", help=
 
 @evaluate_app.command("aspects")
 def evaluate_aspects_cmd(
-    embeddings: Annotated[bool, typer.Option(help="Also assign aspects by e5 similarity to prototypes.")] = False,
+    detector: Annotated[str, typer.Option(help="learned (the default model) or lexicon.")] = "learned",
+    e5: Annotated[bool, typer.Option("--e5/--no-e5", help="Give the learned detector e5 clause embeddings, "
+                                     "as a shop with embedder = \"e5\" does.")] = True,
+    embeddings: Annotated[bool, typer.Option(help="Lexicon detector: also assign aspects by e5 similarity to prototypes.")] = False,
     stacked_polarity: Annotated[bool, typer.Option(help="Score clause polarity with the stacked e5 head.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Aspect detection P/R/F1 and polarity accuracy on hand-labelled clauses (550 held out)."""
-    from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, is_test, load_eval_set
+    from shoplens.text.aspect_model import load_aspect_model
+    from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, is_test, load_aspects, load_eval_set
     from shoplens.text.embed import user_e5
     from shoplens.text.sentiment import load_sentiment
 
+    if detector not in ("learned", "lexicon"):
+        raise typer.BadParameter(f"expected learned or lexicon, found {detector!r}", param_hint="--detector")
     rows = load_eval_set()
-    e5 = user_e5() if embeddings or stacked_polarity else None
-    analyser = AspectAnalyser(load_sentiment(), embedder=e5 if embeddings else None,
-                              polarity_embedder=e5 if stacked_polarity else None)
+    emb = user_e5(_rate_printer("embedding clauses")) if embeddings or stacked_polarity or (detector == "learned" and e5) else None
+    aspects = load_aspects()
+    model = load_aspect_model(aspects, emb if e5 else None) if detector == "learned" else None
+    analyser = AspectAnalyser(load_sentiment(), aspects, embedder=emb if embeddings and model is None else None,
+                              polarity_embedder=emb if stacked_polarity else None, detector=model, detector_embedder=emb)
     test = [r for r in rows if is_test(r)]
     parts = {"test (held out)": test, "test zh": [r for r in test if r["lang"] == "zh"],
              "test en": [r for r in test if r["lang"] == "en"],
              "test2 (400)": [r for r in test if r["sample"] == "test2"],
              "test (150)": [r for r in test if r["sample"] == "test"],
-             "development": [r for r in rows if not is_test(r)]}
+             "training (in-sample)": [r for r in rows if not is_test(r)]}
     result = {name: evaluate_aspects(analyser, sub) for name, sub in parts.items()}
     if as_json:
         print(json.dumps(result, indent=2))
         return
+    err_console.print()
     table = Table("aspect", "support", "precision", "recall", "F1",
-                  title=f"aspect detection on the {len(test)} held-out test clauses")
+                  title=f"{detector} aspect detection on the {len(test)} held-out test clauses")
     for name, s in sorted(result["test (held out)"]["aspects"].items()):
         table.add_row(name, str(s["support"]), f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}")
     console.print(table)

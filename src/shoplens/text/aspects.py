@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from shoplens.errors import ConfigError
+from shoplens.text.aspect_model import AspectClassifier
 from shoplens.text.embed import Embedder
 from shoplens.text.preprocess import Prepared, prepare
 from shoplens.text.sentiment import SentimentModel, label
@@ -46,7 +47,7 @@ class AspectHit:
     evidence: str
     start: int  # offsets of the evidence in the prepared (masked, normalised) text
     end: int
-    via: str  # lexicon / embedding
+    via: str  # lexicon (a word hit) / model (the learned detector, no word) / embedding (prototype similarity)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,8 +97,10 @@ class AspectAnalyser:
 
     def __init__(self, sentiment: SentimentModel, aspects: list[Aspect] | None = None,
                  embedder: Embedder | None = None, min_similarity: float = 0.86, margin: float = 0.04,
-                 polarity_embedder: Embedder | None = None) -> None:
+                 polarity_embedder: Embedder | None = None, detector: AspectClassifier | None = None,
+                 detector_embedder: Embedder | None = None) -> None:
         self.sentiment, self.embedder, self.polarity_embedder = sentiment, embedder, polarity_embedder
+        self.detector, self.detector_embedder = detector, detector_embedder
         self.aspects = aspects or load_aspects()
         self.min_similarity, self.margin = min_similarity, margin
         self._protos: np.ndarray | None = None
@@ -124,22 +127,35 @@ class AspectAnalyser:
         ok = (best >= self.min_similarity) & (best - second >= self.margin)
         return [int(order[i, 0]) if ok[i] else None for i in range(len(clauses))]
 
-    def analyse(self, prepared: Sequence[Prepared]) -> list[list[AspectHit]]:
-        """Aspect hits per text, in clause order."""
-        found: list[tuple[int, int, int, str]] = []  # (text index, clause index, aspect index, via)
-        misses: list[tuple[int, int]] = []
-        for ti, p in enumerate(prepared):
-            for ci, clause in enumerate(p.clauses):
-                hits = [ai for ai, a in enumerate(self.aspects) if a.search(clause.text)]
-                found.extend((ti, ci, ai, "lexicon") for ai in hits)
-                if not hits:
-                    misses.append((ti, ci))
+    def _detect(self, prepared: Sequence[Prepared]) -> tuple[list[tuple[int, int, int, str]], dict[tuple[int, int], np.ndarray]]:
+        """(text index, clause index, aspect index, via) per hit, and the clause embeddings
+        computed on the way (the learned detector's, reused for polarity)."""
+        keys = [(ti, ci) for ti, p in enumerate(prepared) for ci in range(len(p.clauses))]
+        texts = [prepared[ti].clauses[ci].text for ti, ci in keys]
+        hits = np.array([[a.search(t) for a in self.aspects] for t in texts], float).reshape(len(texts), len(self.aspects))
+        if self.detector is not None:
+            embed = self.detector.embedder_id is not None and self.detector_embedder is not None and texts
+            vectors = self.detector_embedder.embed(texts) if embed else None  # type: ignore[union-attr]
+            pred = self.detector.predict(texts, hits, vectors)
+            found = [(ti, ci, int(ai), "lexicon" if hits[k, ai] else "model")
+                     for k, (ti, ci) in enumerate(keys) for ai in np.flatnonzero(pred[k])]
+            return found, {} if vectors is None else dict(zip(keys, vectors, strict=True))
+        found = [(ti, ci, int(ai), "lexicon") for k, (ti, ci) in enumerate(keys) for ai in np.flatnonzero(hits[k])]
+        misses = [key for k, key in enumerate(keys) if not hits[k].any()]
         assigned = self._by_embedding([prepared[ti].clauses[ci].text for ti, ci in misses])
         found.extend((ti, ci, ai, "embedding") for (ti, ci), ai in zip(misses, assigned, strict=True) if ai is not None)
+        return found, {}
+
+    def analyse(self, prepared: Sequence[Prepared]) -> list[list[AspectHit]]:
+        """Aspect hits per text, in clause order."""
+        found, known = self._detect(prepared)
         found.sort()
         keys = list(dict.fromkeys((ti, ci) for ti, ci, _a, _v in found))
         clauses = [prepared[ti].clauses[ci].text for ti, ci in keys]
-        vectors = self.polarity_embedder.embed(clauses) if self.polarity_embedder is not None and clauses else None
+        vectors = None
+        if self.polarity_embedder is not None and clauses:
+            same = self.detector is not None and self.detector.embedder_id == self.polarity_embedder.id
+            vectors = np.array([known[k] for k in keys]) if same and known else self.polarity_embedder.embed(clauses)
         scores = dict(zip(keys, self.sentiment.predict_proba(clauses, vectors), strict=True))
         out: list[list[AspectHit]] = [[] for _ in prepared]
         for ti, ci, ai, via in found:
