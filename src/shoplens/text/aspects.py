@@ -4,20 +4,23 @@ Per clause (``preprocess.split_clauses``):
 
 1. **Lexicon**: an aspect's words from ``rules/aspects.toml`` (Chinese by substring,
    English as whole words); the matched clause is the evidence span.
-2. **Embedding similarity** (optional, ``[text] aspect_embeddings``): a clause with no
-   word hit is compared with each aspect's prototype sentences; it is assigned to the
-   best aspect when that similarity clears ``min_similarity`` and beats the runner-up by
-   ``margin``. e5 similarities are compressed (RESOURCES.md), hence a margin, not a
-   fixed threshold alone.
-3. **Polarity** is the sentiment model's P(positive) on the clause: positive / neutral /
+2. **Learned detector** (``[text] aspect_detector = "learned"``, the default;
+   ``aspect_model``): a classifier per aspect over the lexicon's hits, n-grams and the
+   clause's e5 embedding decides, keeping or overruling the word hits.
+3. **Embedding similarity** (lexicon detector only, ``[text] aspect_embeddings``): a
+   clause with no word hit is compared with each aspect's prototype sentences; it is
+   assigned to the best aspect when that similarity clears ``min_similarity`` and beats
+   the runner-up by ``margin``. e5 similarities are compressed (RESOURCES.md), hence a
+   margin, not a fixed threshold alone.
+4. **Polarity** is the sentiment model's P(positive) on the clause: positive / neutral /
    negative at the same thresholds as documents. With ``[text] clause_polarity =
    "stacked"`` (the default) each evidence clause is embedded too and the stacked head
    scores it (better, at one embedding per clause: docs/benchmarks.md).
 
-The evaluation set is 700 hand-labelled clauses (``data/aspect_eval.tsv``): 550 for
-development (the lexicon was revised after reading errors on them) and 150 held out,
-labelled after the lexicon was frozen. ``evaluate_aspects`` reports per-aspect
-precision / recall / F1, macro and micro F1, and polarity accuracy.
+The labelled clauses are ``data/aspect_eval.tsv`` (2,700; its header says how each
+sample was drawn): 550 test clauses (``is_test``) never train, tune or revise anything.
+``evaluate_aspects`` reports per-aspect precision / recall / F1, macro and micro F1,
+and polarity accuracy.
 """
 
 from __future__ import annotations
