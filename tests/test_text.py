@@ -19,7 +19,13 @@ from shoplens.jobs import Summary
 from shoplens.profiles import get_profile
 from shoplens.store import Store
 from shoplens.text.analysers import Analysers
-from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, is_test, load_aspects, load_eval_set
+from shoplens.text.aspects import (
+    AspectAnalyser,
+    evaluate_aspects,
+    is_test,
+    load_aspects,
+    load_eval_set,
+)
 from shoplens.text.embed import EMBEDDERS, CachedEmbedder, Embedder, HashEmbedder
 from shoplens.text.keywords import interests
 from shoplens.text.preprocess import TextInputError, prepare

@@ -137,8 +137,9 @@ class AspectAnalyser:
         texts = [prepared[ti].clauses[ci].text for ti, ci in keys]
         hits = np.array([[a.search(t) for a in self.aspects] for t in texts], float).reshape(len(texts), len(self.aspects))
         if self.detector is not None:
-            embed = self.detector.embedder_id is not None and self.detector_embedder is not None and texts
-            vectors = self.detector_embedder.embed(texts) if embed else None  # type: ignore[union-attr]
+            vectors = None
+            if self.detector.embedder_id is not None and self.detector_embedder is not None and texts:
+                vectors = self.detector_embedder.embed(texts)
             pred = self.detector.predict(texts, hits, vectors)
             found = [(ti, ci, int(ai), "lexicon" if hits[k, ai] else "model")
                      for k, (ti, ci) in enumerate(keys) for ai in np.flatnonzero(pred[k])]
