@@ -9,7 +9,8 @@ e5 embeddings go through the shared cache (~/.cache/shoplens/embeddings.sqlite);
 cache embeds ~17k Chinese reviews first (about 10 minutes on 2 cores).
 
 aspects: how the learned aspect detector was chosen (validation on training clauses of
-``data/aspect_eval.tsv`` only) and its test figures as the training set grew.
+``data/aspect_eval.tsv`` only) and its test figures as the training set grew (about 15
+minutes on 2 cores).
 
 errors: the shipped (stacked) model's confident errors on the Chinese test split
 (P > 0.9 or < 0.1 and wrong), with 25 of them printed (seed 0) for reading by hand.
