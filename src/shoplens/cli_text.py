@@ -108,9 +108,7 @@ def evaluate_sentiment_cmd(as_json: Annotated[bool, typer.Option("--json", help=
 
 @evaluate_app.command("aspects")
 def evaluate_aspects_cmd(
-    detector: Annotated[str, typer.Option(help="learned (the default model) or lexicon.")] = "learned",
-    e5: Annotated[bool, typer.Option("--e5/--no-e5", help="Give the learned detector e5 clause embeddings, "
-                                     "as a shop with embedder = \"e5\" does.")] = True,
+    detector: Annotated[str, typer.Option(help="learned (the default), learned-e5 (adds e5 clause embeddings) or lexicon.")] = "learned",
     embeddings: Annotated[bool, typer.Option(help="Lexicon detector: also assign aspects by e5 similarity to prototypes.")] = False,
     stacked_polarity: Annotated[bool, typer.Option(help="Score clause polarity with the stacked e5 head.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -127,12 +125,12 @@ def evaluate_aspects_cmd(
     from shoplens.text.embed import user_e5
     from shoplens.text.sentiment import load_sentiment
 
-    if detector not in ("learned", "lexicon"):
-        raise typer.BadParameter(f"expected learned or lexicon, found {detector!r}", param_hint="--detector")
+    if detector not in ("learned", "learned-e5", "lexicon"):
+        raise typer.BadParameter(f"expected learned, learned-e5 or lexicon, found {detector!r}", param_hint="--detector")
     rows = load_eval_set()
-    emb = user_e5(_rate_printer("embedding clauses")) if embeddings or stacked_polarity or (detector == "learned" and e5) else None
+    emb = user_e5(_rate_printer("embedding clauses")) if embeddings or stacked_polarity or detector == "learned-e5" else None
     aspects = load_aspects()
-    model = load_aspect_model(aspects, emb if e5 else None) if detector == "learned" else None
+    model = None if detector == "lexicon" else load_aspect_model(aspects, emb if detector == "learned-e5" else None)
     analyser = AspectAnalyser(load_sentiment(), aspects, embedder=emb if embeddings and model is None else None,
                               polarity_embedder=emb if stacked_polarity else None, detector=model, detector_embedder=emb)
     test = [r for r in rows if is_test(r)]

