@@ -115,17 +115,23 @@ def _digest(rows: list[dict[str, Any]], aspects: Sequence[Any], embedder_id: str
     return h.hexdigest()[:16]
 
 
+_LOADED: dict[str, AspectClassifier] = {}
+
+
 def load_aspect_model(aspects: Sequence[Any], embedder: Embedder | None) -> AspectClassifier:
-    """The trained model for these aspects and embedder, from the cache or trained now."""
+    """The trained model for these aspects and embedder: loaded once per process, from
+    the model cache or trained now."""
     from shoplens.text.sentiment import _model_dir
 
     rows = training_rows()
     embedder_id = embedder.id if embedder is not None else None
     path = _model_dir() / f"aspects-{_digest(rows, aspects, embedder_id)}.pkl"
+    if str(path) in _LOADED:
+        return _LOADED[str(path)]
     if path.exists():
         with open(path, "rb") as fh:
-            model: AspectClassifier = pickle.load(fh)
-        return model
+            _LOADED[str(path)] = pickle.load(fh)
+        return _LOADED[str(path)]
     names = [a.name for a in aspects]
     clauses = [prepare(r["clause"]).text for r in rows]  # as the build sees them: masked, normalised
     hits = np.array([[a.search(c) for a in aspects] for c in clauses], float)
@@ -137,4 +143,5 @@ def load_aspect_model(aspects: Sequence[Any], embedder: Embedder | None) -> Aspe
     with open(tmp, "wb") as fh:
         pickle.dump(model, fh)
     tmp.replace(path)  # a killed run never leaves half a model behind
+    _LOADED[str(path)] = model
     return model
