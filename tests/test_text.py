@@ -165,7 +165,7 @@ def test_aspect_detection_on_the_labelled_clauses() -> None:
     # floors that catch a broken lexicon; the figures themselves are in docs/benchmarks.md
     assert dev["macro_f1"] >= 0.75 and dev["aspects"]["price"]["f1"] >= 0.8
     assert test["micro_f1"] >= 0.62 and test["aspects"]["function"]["f1"] >= 0.7
-    # the learned detector (n-gram variant, as with embedder = "hash") beats the lexicon it starts from
+    # the default learned detector (lexicon + n-grams) beats the lexicon it starts from
     aspects = load_aspects()
     learned = AspectAnalyser(load_sentiment(), aspects, detector=load_aspect_model(aspects, None))
     held_out = evaluate_aspects(learned, test_rows)
