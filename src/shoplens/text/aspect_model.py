@@ -35,7 +35,7 @@ from shoplens.text.preprocess import normalise, prepare, tokens
 
 MODEL_CONFIG: dict[str, Any] = {"family": "logistic regression per aspect on [lexicon, char1-3 + words tf-idf, embedding]",
                                 "n_features": 2**18, "lexicon_weight": 2.0, "C": 16.0, "class_weight": "balanced",
-                                "version": 1}
+                                "version": 2}
 
 
 def _hashers() -> Any:
@@ -81,8 +81,8 @@ class AspectClassifier:
             if y.sum() < 3:  # too few examples to learn from: the lexicon decides alone
                 self.models_.append(None)
                 continue
-            self.models_.append(LogisticRegression(C=MODEL_CONFIG["C"], class_weight=MODEL_CONFIG["class_weight"],
-                                                   max_iter=5000).fit(x, y))
+            model = LogisticRegression(C=MODEL_CONFIG["C"], class_weight=MODEL_CONFIG["class_weight"], max_iter=5000)
+            self.models_.append(model.fit(x, y).sparsify())  # hashed n-grams never seen keep a zero weight
         return self
 
     def predict(self, clauses: Sequence[str], hits: np.ndarray, vectors: np.ndarray | None) -> np.ndarray:
