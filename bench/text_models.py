@@ -83,7 +83,7 @@ def aspects() -> None:
     from sklearn.feature_extraction.text import TfidfTransformer
     from sklearn.model_selection import KFold
 
-    from shoplens.text.aspect_model import _hashers
+    from shoplens.text.aspect_model import ngram_hashers
 
     rows = load_eval_set()
     lex = load_aspects()
@@ -93,7 +93,7 @@ def aspects() -> None:
     test = np.array([is_test(r) for r in rows])
     rnd = np.array([r["sample"] in ("random", "fresh", "train-random") for r in rows]) & ~test
     e5 = user_e5(None).embed(texts)
-    counts = _hashers().transform([normalise(t) for t in texts])
+    counts = ngram_hashers().transform([normalise(t) for t in texts])
 
     def features(kind: str, fit: np.ndarray) -> Any:
         grams = TfidfTransformer(sublinear_tf=True).fit(counts[fit]).transform(counts)

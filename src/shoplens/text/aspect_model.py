@@ -38,7 +38,7 @@ MODEL_CONFIG: dict[str, Any] = {"family": "logistic regression per aspect on [le
                                 "version": 2}
 
 
-def _hashers() -> Any:
+def ngram_hashers() -> Any:
     from sklearn.feature_extraction.text import HashingVectorizer
     from sklearn.pipeline import make_union
 
@@ -72,7 +72,7 @@ class AspectClassifier:
         from sklearn.feature_extraction.text import TfidfTransformer
         from sklearn.linear_model import LogisticRegression
 
-        self.hashers_ = _hashers()
+        self.hashers_ = ngram_hashers()
         self.tfidf_ = TfidfTransformer(sublinear_tf=True).fit(self.hashers_.transform([normalise(c) for c in clauses]))
         x = self._matrix(clauses, hits, vectors)
         self.models_: list[Any] = []
@@ -121,11 +121,11 @@ _LOADED: dict[str, AspectClassifier] = {}
 def load_aspect_model(aspects: Sequence[Any], embedder: Embedder | None) -> AspectClassifier:
     """The trained model for these aspects and embedder: loaded once per process, from
     the model cache or trained now."""
-    from shoplens.text.sentiment import _model_dir
+    from shoplens.text.sentiment import model_dir
 
     rows = training_rows()
     embedder_id = embedder.id if embedder is not None else None
-    path = _model_dir() / f"aspects-{_digest(rows, aspects, embedder_id)}.pkl"
+    path = model_dir() / f"aspects-{_digest(rows, aspects, embedder_id)}.pkl"
     if str(path) in _LOADED:
         return _LOADED[str(path)]
     if path.exists():

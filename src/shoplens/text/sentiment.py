@@ -53,7 +53,7 @@ TRAIN_CONFIG: dict[str, Any] = {
 POSITIVE_AT, NEGATIVE_AT = 0.6, 0.4  # P(positive) thresholds for the label
 
 
-def _model_dir() -> Path:
+def model_dir() -> Path:
     return Path(os.environ.get("SHOPLENS_MODEL_DIR", Path.home() / ".cache" / "shoplens" / "models"))
 
 
@@ -179,7 +179,7 @@ def train_sentiment(splits: Splits | None = None) -> tuple[SentimentModel, Path]
     """Train on the training splits and save ``sentiment-<hash>.pkl``; return model and path."""
     splits = splits or load_splits()
     model = SentimentModel().fit(splits.train_texts, splits.train_labels)
-    path = _model_dir() / f"sentiment-{artifact_hash(splits)}.pkl"
+    path = model_dir() / f"sentiment-{artifact_hash(splits)}.pkl"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as fh:
@@ -198,7 +198,7 @@ def load_sentiment(on_train: Any = None) -> SentimentModel:
     digest = artifact_hash(splits)
     if digest in _LOADED:
         return _LOADED[digest]
-    path = _model_dir() / f"sentiment-{digest}.pkl"
+    path = model_dir() / f"sentiment-{digest}.pkl"
     if path.exists():
         with open(path, "rb") as fh:
             blob = pickle.load(fh)
