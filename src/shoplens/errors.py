@@ -11,37 +11,76 @@ from typing import Any
 
 
 class ShopLensError(Exception):
-    """Base class: a problem the user can fix, described in words."""
+    """Base class: a problem the user can fix, described in words.
+
+    ``http_status`` is what the REST door answers; ``code`` is a stable machine-readable
+    name for the error, sent as ``{"error": message, "code": code}``.
+    """
 
     http_status = 400
+    code = "bad_request"
 
 
 class ConfigError(ShopLensError):
     """The configuration file is missing, malformed or names an unknown key."""
+
+    code = "config"
 
 
 class SourceError(ShopLensError):
     """An input source cannot be read: missing file, bad encoding, missing column."""
 
     http_status = 422
+    code = "source"
 
 
 class NotFoundError(ShopLensError):
     """A customer, snapshot or data set does not exist."""
 
     http_status = 404
+    code = "not_found"
 
 
 class StoreError(ShopLensError):
     """The store is missing, locked or holds no complete snapshot yet."""
 
     http_status = 409
+    code = "store"
 
 
 class MissingDependencyError(ShopLensError):
     """An optional dependency is needed for this feature; the message says what to install."""
 
     http_status = 501
+    code = "missing_dependency"
+
+
+class AuthError(ShopLensError):
+    """No API key, an unknown one, or a revoked or expired one."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(ShopLensError):
+    """The caller's role may not do this."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class IntegrityError(ShopLensError):
+    """A stored file failed its integrity check (checksum recorded when it was written)."""
+
+    http_status = 503
+    code = "integrity"
+
+
+class StorageError(ShopLensError):
+    """The file system refused: disk full, read-only folder, permission denied."""
+
+    http_status = 507
+    code = "storage"
 
 
 def require(module: str, extra: str) -> Any:

@@ -84,12 +84,36 @@ class Keys:
 
     hmac_key: bytes
     fernet: Fernet
+    subject_key: bytes = b""
 
     @classmethod
     def from_secret(cls, secret: bytes) -> Keys:
         hk = hmac.new(secret, b"shoplens/pseudonym/v1", hashlib.sha256).digest()
         fk = hmac.new(secret, b"shoplens/fernet/v1", hashlib.sha256).digest()
-        return cls(hmac_key=hk, fernet=Fernet(base64.urlsafe_b64encode(fk)))
+        sk = hmac.new(secret, b"shoplens/suppression/v1", hashlib.sha256).digest()
+        return cls(hmac_key=hk, fernet=Fernet(base64.urlsafe_b64encode(fk)), subject_key=sk)
+
+    def subject_hash(self, pseudonym: str) -> str:
+        """Keyed hash of a customer's pseudonym for the suppression list of erased customers.
+
+        Taken over the pseudonym (``c_...``), so erasure by pseudonym or by the shop's id
+        lands on the same entry, and ingest checks ``subject_hash(pseudonym(raw_id))``.
+        A key of its own: the hash matches neither the pseudonym nor anything else
+        stored, so the list reveals nothing beyond "some erased customer".
+
+        >>> k = Keys.from_secret(b"x" * 32)
+        >>> k.subject_hash(k.pseudonym("C001")) == k.subject_hash(k.pseudonym("C001")) != k.pseudonym("C001")
+        True
+        """
+        return "s_" + hmac.new(self.subject_key, pseudonym.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+    def subject_hash_array(self, arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """``subject_hash`` over a column of pseudonyms, hashing each distinct value once."""
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        uniq = pc.unique(arr)
+        mapped = pa.array([None if v is None else self.subject_hash(v) for v in uniq.to_pylist()], pa.string())
+        return pc.take(mapped, pc.index_in(arr, value_set=uniq))
 
     def pseudonym(self, value: str) -> str:
         """Keyed, stable pseudonym of an identifier.

@@ -10,6 +10,9 @@ Layout (all in the ``main`` schema unless said otherwise):
   texts (only readers holding the secret can open them);
 - ``quarantine``: every rejected input row with source, line, field, expected, found;
 - ``ingest_log``: one row per ingested source with its counts and content hash;
+- ``erased_subjects``: the suppression list, one keyed hash (``Keys.subject_hash``, a key
+  of its own, so it joins with nothing else) per erased customer; ingest quarantines
+  rows of these customers with reason "erased" and keeps none of their values;
 - ``snapshots`` and ``current_snapshot``: each build writes schema ``snap_<id>`` and
   flips ``current_snapshot`` in one transaction only when every table is complete, so a
   killed build leaves the previous snapshot current and intact.
@@ -47,6 +50,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     snapshot_id BIGINT PRIMARY KEY, status VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
     as_of DATE, config_hash VARCHAR, last_ingest_id BIGINT, n_customers BIGINT, version VARCHAR);
 CREATE TABLE IF NOT EXISTS current_snapshot (one INTEGER PRIMARY KEY, snapshot_id BIGINT);
+CREATE TABLE IF NOT EXISTS erased_subjects (subject_hash VARCHAR PRIMARY KEY, erased_at TIMESTAMP);
 """
 
 

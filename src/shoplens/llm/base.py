@@ -28,6 +28,7 @@ class LLMError(ShopLensError):
     """The LLM could not be reached, timed out, refused, or answered unusably."""
 
     http_status = 502
+    code = "llm"
 
 
 class LLMProvider(Protocol):

@@ -27,6 +27,7 @@ class ModelError(ShopLensError):
     """Data unfit for a model (too few customers, too short a history) or a failed fit."""
 
     http_status = 422
+    code = "model"
 
 
 def _check_history(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, minimum: int) -> None:

@@ -18,17 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoplens.errors import ShopLensError
+from shoplens.errors import AuthError, ForbiddenError, ShopLensError
 
 ROLES = ("admin", "analyst", "service")
-
-
-class AuthError(ShopLensError):
-    http_status = 401
-
-
-class ForbiddenError(ShopLensError):
-    http_status = 403
+__all__ = ["ROLES", "Access", "AuthError", "ForbiddenError", "Principal", "access_path", "require_role"]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class FilterError(ShopLensError):
     """A filter that cannot be parsed or names an unknown field."""
 
     http_status = 400
+    code = "filter"
 
 
 def tokenize(text: str) -> list[tuple[str, Any]]:

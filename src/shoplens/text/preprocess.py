@@ -43,6 +43,7 @@ class TextInputError(ShopLensError):
     """A text analyser was given something that is not text."""
 
     http_status = 422
+    code = "text_input"
 
 
 @dataclass(frozen=True)
