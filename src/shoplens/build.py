@@ -89,6 +89,18 @@ def _predictions(cfg: Config, store: Store, schema: str, day: date, snap: int) -
     return result.skipped
 
 
+def _check_folders(cfg: Config, store: Store) -> None:
+    """Fail in a second, not after the whole build, when an output folder is not writable."""
+    from shoplens.fsutil import check_writable
+    from shoplens.serving.profile_store import profiles_dir
+
+    path = Path(store.path)
+    folders = [path.parent, profiles_dir(path), path.parent / (path.stem + ".segments")]
+    if cfg.text.enabled and cfg.text.cache:
+        folders.append(cfg.resolve(cfg.text.cache).parent)
+    check_writable(*folders)
+
+
 def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | None = None) -> BuildResult:
     """Build a complete snapshot of per-customer features; return its id and size."""
     t0 = time.perf_counter()
@@ -97,6 +109,7 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
     rules_src = cfg.features.rfm_rules
     rules = load_rules(rules_src if rules_src == "default" else str(cfg.resolve(rules_src)))
     day = resolve_as_of(cfg, store, as_of)
+    _check_folders(cfg, store)
     cutoff = datetime(day.year, day.month, day.day)
     snap = store.begin_snapshot(day, cfg.fingerprint(), __version__)
     schema = f"snap_{snap}"
@@ -133,12 +146,13 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
     store.con.execute(f"CREATE INDEX idx_{schema}_cf ON {schema}.customer_features (customer_id)")
     if on_step:
         on_step("publish profiles", total, total + 1)
-    from shoplens.serving.profile_store import publish
+    from shoplens.serving.profile_store import profiles_dir, prune_serving, publish
 
     store.con.execute("UPDATE snapshots SET finished_at = now() WHERE snapshot_id = ?", [snap])
     publish(store, snap, Path(store.path))
     store.complete_snapshot(snap, n)
     store.prune_snapshots(cfg.store.keep_snapshots)
+    prune_serving(profiles_dir(Path(store.path)), cfg.store.keep_snapshots)
     if on_step:
         on_step("done", total, total)
     return BuildResult(snap, day, n, time.perf_counter() - t0, skipped, text_summary)

@@ -123,7 +123,7 @@ def init(folder: Annotated[Path, typer.Argument(help="Folder to initialise.")] =
         raise ShopLensError(f"{target} exists already; edit it or remove it first")
     target.write_text(STARTER_CONFIG, encoding="utf-8")
     cfg = config_from_dict({}, folder)
-    key = cfg.resolve(cfg.privacy.key_file)
+    key = cfg.key_path
     if os.environ.get(cfg.privacy.key_env):
         console.print(f"wrote {target}; the secret key comes from ${cfg.privacy.key_env}")
         return
@@ -314,7 +314,7 @@ currency = "CNY"              # base currency
 
 [privacy]
 key_env = "SHOPLENS_SECRET_KEY"
-key_file = ".shoplens/secret.key"
+# key_file = "/path/outside/the/shop/secret.key"   # default: ~/.config/shoplens/keys/<shop>-<hash>.key
 raw_text = "encrypt"           # or "drop"
 pii = { name = "encrypt", phone = "encrypt", email = "encrypt", address = "drop", id_number = "drop" }
 
@@ -329,13 +329,32 @@ pii = { name = "encrypt", phone = "encrypt", email = "encrypt", address = "drop"
 
 
 def main() -> None:
-    """Console entry point: typer handles usage errors and --help; ShopLens errors become
-    one red line and exit code 2, never a stack trace."""
+    """Console entry point: typer handles usage errors and --help; ShopLens errors and
+    file-system refusals (disk full, read-only folder, permission denied) become one red
+    ``error:`` line and exit code 2, never a stack trace. Every file the command creates
+    is private to the user (umask 077)."""
+    from shoplens.fsutil import private_umask
+
+    private_umask()
     try:
         app()
     except ShopLensError as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-        sys.exit(2)
+        _fail(str(err))
+    except OSError as err:
+        from shoplens.fsutil import describe_os_error
+
+        _fail(describe_os_error(err))
+    except Exception as err:  # DuckDB reports a full or read-only disk as its own IOException
+        import duckdb
+
+        if not isinstance(err, duckdb.IOException | duckdb.PermissionException):
+            raise
+        _fail(f"the store could not be written: {str(err).splitlines()[0]}")
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    sys.exit(2)
 
 
 # the analysis and serving commands live in their own module and register on `app`

@@ -167,8 +167,9 @@ def forget(
 
     cfg = _load(config)
     with Store.for_config(cfg) as store:
-        report = erase(store, customer_id, optional_keys(cfg))
+        report = erase(store, customer_id, optional_keys(cfg), cfg)
     console.print(f"erased {report.customer_id}: " + ", ".join(f"{k} {v}" for k, v in report.removed.items()), soft_wrap=True)
+    console.print("rewritten so no freed byte keeps the data: " + ", ".join(report.rewritten), soft_wrap=True)
 
 
 @app.command()
@@ -192,11 +193,14 @@ def audience(
         import pandas as pd
 
         frame = pd.read_sql_query(f"SELECT * FROM flat WHERE {where} ORDER BY customer_id", db, params=params)
+        from shoplens.erasure import register_export
+
         if out.suffix == ".parquet":
             frame.to_parquet(out, index=False)
         else:
             frame.to_csv(out, index=False)
-        console.print(f"wrote {out}")
+        register_export(cfg.store_path, out, "parquet" if out.suffix == ".parquet" else "csv")
+        console.print(f"wrote {out} (registered: 'shoplens forget' rewrites it without an erased customer)", soft_wrap=True)
 
 
 @app.command()
@@ -211,6 +215,9 @@ def report(
     cfg = _load(config)
     with Store.for_config(cfg, read_only=True) as store, err_console.status("writing report"):
         path = build_report(store, out)
+    from shoplens.erasure import register_export
+
+    register_export(cfg.store_path, path, "report")
     console.print(f"wrote {path}")
 
 

@@ -1,97 +1,323 @@
-"""Right to erasure: remove one customer from every table, snapshot, serving file,
-vault, quarantine and the audit log.
+"""Right to erasure: remove one customer from every file of a shop, leaving no
+recoverable byte, and keep them out of later ingests.
 
 The customer is named by pseudonym (``c_...``) or, with the secret, by the shop's own
-id; with the secret, quarantined rows are also decrypted and matched on the raw id.
+id. In one DuckDB transaction every row of theirs goes (canonical tables, vault,
+quarantine, every snapshot table, quotes in segment summaries) and a keyed hash joins
+the suppression list (``erased_subjects``) that ingest honours. Deleting is not
+enough, because DuckDB keeps deleted values in freed blocks that neither CHECKPOINT nor
+VACUUM clears; so the store is then **compacted**: copied into a new file with
+``COPY FROM DATABASE`` and swapped in with an atomic rename. SQLite files (serving
+files, audit log, caches) are rewritten the same way (``secure_delete``, ``VACUUM``, WAL
+truncated); registered exports are rewritten without the customer; a registered
+report is written again from the erased store.
+
+A kill between the transaction and the compaction leaves a marker
+(``<store>.erasure-pending``); the next ``forget`` or ``Store.open`` for writing
+finishes the compaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from shoplens.errors import NotFoundError
+from shoplens.errors import ConfigError, NotFoundError
+from shoplens.fsutil import fsync_dir, write_atomic
 from shoplens.privacy import PSEUDONYM_PREFIX, Keys
-from shoplens.serving.access import Access
-from shoplens.serving.profile_store import profiles_dir
+from shoplens.serving.access import access_path
+from shoplens.serving.profile_store import install, profiles_dir, switch_current
+from shoplens.serving.reader import current_name, serving_files
 from shoplens.store import Store
+
+if TYPE_CHECKING:
+    from shoplens.config import Config
+
+DATA_TABLES = ("orders", "events", "texts", "vault_customer_pii", "customers")
 
 
 @dataclass
 class ErasureReport:
     customer_id: str
     removed: dict[str, int] = field(default_factory=dict)
+    rewritten: list[str] = field(default_factory=list)  # files rewritten so no freed byte keeps the data
 
     @property
     def total(self) -> int:
         return sum(self.removed.values())
 
+    def add(self, label: str, n: int) -> None:
+        if n:
+            self.removed[label] = self.removed.get(label, 0) + int(n)
+
 
 def _delete(store: Store, report: ErasureReport, label: str, sql: str, params: list[object]) -> None:
-    n = store.con.execute(sql, params).fetchall()[0][0]
-    if n:
-        report.removed[label] = report.removed.get(label, 0) + int(n)
+    report.add(label, store.con.execute(sql, params).fetchall()[0][0])
 
 
-def forget(store: Store, ref: str, keys: Keys | None) -> ErasureReport:
-    """Erase customer ``ref`` everywhere; raises NotFoundError when nothing matches."""
+def forget(store: Store, ref: str, keys: Keys | None, cfg: Config | None = None) -> ErasureReport:
+    """Erase customer ``ref`` everywhere; raises NotFoundError when nothing matches.
+
+    ``cfg`` names the caches to clean (embedding and LLM caches); without it only the
+    store, serving files, audit log and registered exports are cleaned.
+    """
+    if keys is None:
+        raise ConfigError("erasure needs the shop's secret key (to add the customer to the suppression list "
+                          "that keeps later ingests from bringing them back)")
     raw = None if ref.startswith(PSEUDONYM_PREFIX) else ref
-    if raw is not None and keys is None:
-        raise NotFoundError(f"'{ref}' is not a pseudonym (c_...) and no secret key is available to map it")
-    cid = ref if raw is None else keys.pseudonym(raw)  # type: ignore[union-attr]
+    cid = ref if raw is None else keys.pseudonym(raw)
     report = ErasureReport(cid)
-    with store.transaction():
-        orders = [r[0] for r in store.con.execute("SELECT order_id FROM orders WHERE customer_id = ?", [cid]).fetchall()]
-        texts = [r[0] for r in store.con.execute("SELECT text_id FROM texts WHERE customer_id = ?", [cid]).fetchall()]
-        if orders:
-            _delete(store, report, "order_items", "DELETE FROM order_items WHERE list_contains(?, order_id)", [orders])
-        if texts:
-            _delete(store, report, "vault_text_raw", "DELETE FROM vault_text_raw WHERE list_contains(?, text_id)", [texts])
-        for table in ("orders", "events", "texts", "vault_customer_pii", "customers"):
-            _delete(store, report, table, f"DELETE FROM {table} WHERE customer_id = ?", [cid])
-        _delete(store, report, "quarantine", "DELETE FROM quarantine WHERE contains(found, ?)", [cid])
-        if raw is not None and keys is not None:
-            hits = [
-                (i, rec) for i, rec in store.con.execute(
-                    "SELECT rowid, record_enc FROM quarantine WHERE record_enc IS NOT NULL").fetchall()
-                if raw in _values(keys.decrypt(rec))
-            ]
-            for rowid, _rec in hits:
-                _delete(store, report, "quarantine", "DELETE FROM quarantine WHERE rowid = ?", [rowid])
-        schemas = [r[0] for r in store.con.execute(
-            "SELECT DISTINCT table_schema FROM information_schema.columns "
-            "WHERE table_schema LIKE 'snap_%' AND column_name = 'customer_id'").fetchall()]
-        for schema in schemas:
-            tables = [r[0] for r in store.con.execute(
-                "SELECT table_name FROM information_schema.columns WHERE table_schema = ? AND column_name = 'customer_id'",
-                [schema]).fetchall()]
-            for table in tables:
-                _delete(store, report, f"snapshots.{table}", f"DELETE FROM {schema}.{table} WHERE customer_id = ?", [cid])
-    store.con.execute("CHECKPOINT")
-    for path in sorted(profiles_dir(Path(store.path)).glob("snap_*.sqlite")):
-        db = sqlite3.connect(path)
-        for table in ("profiles", "flat"):
-            n = db.execute(f"DELETE FROM {table} WHERE customer_id = ?", [cid]).rowcount
-            if n:
-                report.removed[f"serving.{table}"] = report.removed.get(f"serving.{table}", 0) + n
-        db.commit()
-        db.execute("VACUUM")
-        db.close()
-    access = Access(Path(store.path))
-    n = access.forget(cid)
-    access.close()
-    if n:
-        report.removed["audit"] = n
+    store_path = Path(store.path)
+    texts = _erase_store(store, report, cid, raw, keys)
+    served = _erase_serving(store_path, cid, report)
     if not report.total:
         raise NotFoundError(f"customer '{ref}' not found: nothing to erase")
+    marker = pending_marker(store_path)
+    write_atomic(marker, "compaction pending\n")
+    compact(store)
+    report.rewritten.append(store_path.name)
+    marker.unlink(missing_ok=True)
+    report.rewritten += served
+    _erase_access(store_path, cid, raw, report)
+    if cfg is not None:
+        _erase_caches(cfg, texts, report)
+    _erase_exports(store_path, cid, report, store)
     return report
 
 
-def _values(record_json: str) -> set[str]:
+def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None, keys: Keys) -> list[str]:
+    """Delete every row of ``cid`` in one transaction; returns the customer's (masked) texts."""
+    con = store.con
+    with store.transaction():
+        orders = [r[0] for r in con.execute("SELECT order_id FROM orders WHERE customer_id = ?", [cid]).fetchall()]
+        text_rows = con.execute("SELECT text_id, text FROM texts WHERE customer_id = ?", [cid]).fetchall()
+        text_ids, texts = [r[0] for r in text_rows], [r[1] for r in text_rows]
+        if orders:
+            _delete(store, report, "order_items", "DELETE FROM order_items WHERE list_contains(?, order_id)", [orders])
+        if text_ids:
+            _delete(store, report, "vault_text_raw", "DELETE FROM vault_text_raw WHERE list_contains(?, text_id)", [text_ids])
+        for table in DATA_TABLES:
+            _delete(store, report, table, f"DELETE FROM {table} WHERE customer_id = ?", [cid])
+        needles = [cid, *orders, *text_ids] + ([raw] if raw else [])
+        _delete(store, report, "quarantine",
+                "DELETE FROM quarantine WHERE len(list_filter(?, lambda x: contains(found, x))) > 0", [needles])
+        hits = [rowid for rowid, rec in con.execute(
+            "SELECT rowid, record_enc FROM quarantine WHERE record_enc IS NOT NULL").fetchall()
+            if _mentions(keys.decrypt(rec), needles)]
+        if hits:
+            _delete(store, report, "quarantine", "DELETE FROM quarantine WHERE list_contains(?, rowid)", [hits])
+        for schema, table in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.columns "
+                "WHERE table_schema LIKE 'snap_%' AND column_name = 'customer_id'").fetchall():
+            _delete(store, report, f"snapshots.{table}", f"DELETE FROM {schema}.{table} WHERE customer_id = ?", [cid])
+        if texts:
+            _erase_quotes(store, texts, report)
+        found = report.total
+        if found:
+            con.execute("INSERT OR IGNORE INTO erased_subjects VALUES (?, now())", [keys.subject_hash(cid)])
+    return texts
+
+
+def _mentions(record_json: str, needles: list[str]) -> bool:
     try:
         obj = json.loads(record_json)
     except json.JSONDecodeError:
-        return {record_json}
-    return {str(v) for v in obj.values()} if isinstance(obj, dict) else {record_json}
+        return any(n in record_json for n in needles)
+    values = {str(v) for v in obj.values()} if isinstance(obj, dict) else {record_json}
+    return any(n in v for v in values for n in needles)
+
+
+def _erase_quotes(store: Store, texts: list[str], report: ErasureReport) -> None:
+    """Drop the customer's words from segment summaries (quotes are verbatim texts)."""
+    con = store.con
+    for (schema,) in con.execute("SELECT DISTINCT table_schema FROM information_schema.tables "
+                                 "WHERE table_schema LIKE 'snap_%' AND table_name = 'segments'").fetchall():
+        for sid, praise, complaints in con.execute(f"SELECT segment_id, praise, complaints FROM {schema}.segments").fetchall():
+            kept = [_without(praise, texts), _without(complaints, texts)]
+            n = len(json.loads(praise or "[]")) + len(json.loads(complaints or "[]")) - len(kept[0]) - len(kept[1])
+            if n:
+                con.execute(f"UPDATE {schema}.segments SET praise = ?, complaints = ? WHERE segment_id = ?",
+                            [json.dumps(kept[0], ensure_ascii=False), json.dumps(kept[1], ensure_ascii=False), sid])
+                report.add("segment quotes", n)
+
+
+def _without(quotes_json: str | None, texts: Iterable[str]) -> list[str]:
+    quotes = json.loads(quotes_json or "[]")
+    return [q for q in quotes if not any(q and (q in t or t in q) for t in texts)]
+
+
+def pending_marker(store_path: Path) -> Path:
+    return store_path.with_name(store_path.name + ".erasure-pending")
+
+
+def compact(store: Store) -> None:
+    """Rewrite the DuckDB file so no freed block keeps deleted values.
+
+    ``COPY FROM DATABASE`` copies schemas, tables, sequences (with their values),
+    indexes and constraints into a new file, which replaces the old one by rename; the
+    old WAL and spill folder go with it. ``store.con`` is reopened on the new file.
+    """
+    path = Path(store.path)
+    fresh = path.with_name(path.name + ".compact")
+    for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    con = store.con
+    con.execute("CHECKPOINT")
+    name = con.execute("SELECT current_database()").fetchall()[0][0]
+    con.execute(f"ATTACH '{_sql_str(str(fresh))}' AS shoplens_compact")
+    try:
+        con.execute(f'COPY FROM DATABASE "{name}" TO shoplens_compact')
+    finally:
+        con.execute("DETACH shoplens_compact")
+    con.close()
+    os.replace(fresh, path)
+    fsync_dir(path.parent)
+    for leftover in (path.with_name(path.name + ".wal"), fresh.with_name(fresh.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    spill = path.with_name(path.name + ".tmp")
+    if spill.is_dir():
+        for f in spill.iterdir():
+            f.unlink(missing_ok=True)
+    store.reopen()
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def scrub_sqlite(path: Path, statements: list[tuple[str, list[Any]]]) -> int:
+    """Run deletes/updates on a SQLite file so that no byte of the old values survives:
+    ``secure_delete`` zeroes freed content, ``VACUUM`` rebuilds the file, and the WAL is
+    checkpointed and truncated. Returns the rows changed."""
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA secure_delete = ON")
+        changed = sum(db.execute(sql, params).rowcount for sql, params in statements)
+        if changed:
+            db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    return changed
+
+
+def _erase_serving(store_path: Path, cid: str, report: ErasureReport) -> list[str]:
+    """Rewrite each serving file holding ``cid`` into a new generation and switch to it.
+
+    Written as a new file (``snap_<id>.e<n>.sqlite``) rather than in place, so a running
+    server sees a new name, verifies its checksum and never reads a half-changed file.
+    """
+    folder = profiles_dir(store_path)
+    current = current_name(folder)
+    rewritten = []
+    for _snap, path in serving_files(folder):
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src:
+            n = src.execute("SELECT count(*) FROM profiles WHERE customer_id = ?", [cid]).fetchone()[0]
+            if not n:
+                continue
+            target = _next_generation(path)
+            tmp = target.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)
+            with contextlib.closing(sqlite3.connect(tmp)) as dst:
+                src.backup(dst)
+        changed = scrub_sqlite(tmp, [(f"DELETE FROM {t} WHERE customer_id = ?", [cid]) for t in ("profiles", "flat")])
+        report.add("serving", changed)
+        install(tmp, target)
+        if path.name == current:
+            switch_current(folder, target.name)
+        path.unlink()
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        rewritten.append(f"{folder.name}/{target.name}")
+    return rewritten
+
+
+def _next_generation(path: Path) -> Path:
+    stem = path.name.removesuffix(".sqlite")
+    base, _, gen = stem.partition(".e")
+    return path.with_name(f"{base}.e{int(gen or 0) + 1}.sqlite")
+
+
+def _erase_access(store_path: Path, cid: str, raw: str | None, report: ErasureReport) -> None:
+    """Audit rows keep who did what, never the customer: ids leave the row and its path."""
+    needles = [cid] + ([raw] if raw else [])
+    cond = " OR ".join(["customer_id = ?"] + ["instr(path, ?) > 0", "instr(coalesce(detail, ''), ?) > 0"] * len(needles))
+    params: list[Any] = [cid] + [n for n in needles for _ in (0, 1)]
+    report.add("audit", scrub_sqlite(access_path(store_path), [
+        (f"UPDATE audit SET customer_id = NULL, path = '(erased)', detail = '' WHERE {cond}", params)]))
+
+
+def _erase_caches(cfg: Config, texts: list[str], report: ErasureReport) -> None:
+    """Embeddings of the customer's texts and clauses, and LLM replies quoting them."""
+    if not texts:
+        return
+    from shoplens.text.embed import EMBEDDERS, text_key
+    from shoplens.text.preprocess import prepare
+
+    pieces: set[str] = set()
+    for t in texts:
+        p = prepare(t, cfg.text.max_chars)
+        pieces |= {t, p.text, *(c.text for c in p.clauses)}
+    ids = [getattr(factory, "id", None) for factory in EMBEDDERS.values()]
+    keys = [text_key(i, piece) for i in ids if i for piece in pieces]
+    if cfg.text.cache:
+        report.add("embedding cache", scrub_sqlite(cfg.resolve(cfg.text.cache), [
+            (f"DELETE FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            for chunk in (keys[i:i + 900] for i in range(0, len(keys), 900))]))
+    if cfg.llm.cache:
+        quoted = [t[:200] for t in texts if len(t) >= 8]
+        if quoted:
+            report.add("LLM cache", scrub_sqlite(cfg.resolve(cfg.llm.cache), [
+                ("DELETE FROM replies WHERE " + " OR ".join(["instr(reply, ?) > 0"] * len(quoted)), quoted)]))
+
+
+# ---- exports -------------------------------------------------------------------------
+
+def register_export(store_path: Path, path: Path, kind: str) -> None:
+    """Remember a file written outside the store (an audience export, a report), so that
+    erasure can rewrite it. ``kind`` is ``csv``, ``parquet`` or ``report``."""
+    with contextlib.closing(sqlite3.connect(access_path(store_path), isolation_level=None)) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS exports (path TEXT PRIMARY KEY, kind TEXT, created_at REAL)")
+        db.execute("INSERT OR REPLACE INTO exports VALUES (?, ?, strftime('%s', 'now'))", [str(path.resolve()), kind])
+
+
+def _erase_exports(store_path: Path, cid: str, report: ErasureReport, store: Store) -> None:
+    db_path = access_path(store_path)
+    if not db_path.exists():
+        return
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        try:
+            rows = db.execute("SELECT path, kind FROM exports").fetchall()
+        except sqlite3.OperationalError:
+            return
+    for path_text, kind in rows:
+        path = Path(path_text)
+        if not path.exists():
+            continue
+        if kind == "report":
+            from shoplens.report import build_report
+
+            build_report(store, path)
+            report.rewritten.append(path.name)
+            continue
+        import pandas as pd
+
+        frame = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "customer_id" not in frame.columns or not (frame["customer_id"] == cid).any():
+            continue
+        kept = frame[frame["customer_id"] != cid]
+        tmp = path.with_name(path.name + ".tmp")
+        if kind == "parquet":
+            kept.to_parquet(tmp, index=False)
+        else:
+            kept.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        report.add("exports", len(frame) - len(kept))
+        report.rewritten.append(path.name)

@@ -162,7 +162,7 @@ def load_keys(key_env: str, key_file: Path, create: bool = False) -> Keys:
                 "(run 'shoplens init' to generate one)"
             )
         raw = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(raw + "\n")

@@ -276,7 +276,7 @@ timezone = "Asia/Shanghai"
 currency = "CNY"
 
 [privacy]
-key_file = ".shoplens/secret.key"   # or set $SHOPLENS_SECRET_KEY; never stored with the data
+# the secret key lives outside the shop folder (~/.config/shoplens/keys/), or set $SHOPLENS_SECRET_KEY
 raw_text = "encrypt"
 pii = { name = "encrypt", phone = "encrypt", email = "encrypt", address = "drop", id_number = "drop" }
 

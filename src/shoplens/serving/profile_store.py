@@ -8,8 +8,10 @@ SQLite ~31 us p50 / 103 us p99). ``publish`` writes ``profiles/snap_<id>.sqlite`
 - ``flat``: one typed row per customer for audience filters and segment listings;
 - ``meta``: snapshot id, build time, as_of;
 
-then switches ``profiles/CURRENT`` to it with an atomic rename, so a reader sees the old
-file or the new one, never half of one. Tags are computed here from rules that are data
+then records its SHA-256 beside it (``snap_<id>.sqlite.sha256``) and switches
+``profiles/CURRENT`` to it with an atomic rename, so a reader sees the old file or the
+new one, never half of one; readers verify the checksum before serving a file
+(``shoplens.serving.reader``). Tags are computed here from rules that are data
 (``rules/tags.toml``, conditions in the audience filter language).
 """
 
@@ -24,8 +26,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from shoplens.fsutil import checksum_path, file_sha256, fsync_dir, fsync_file, write_atomic
 from shoplens.profiles import document, profile_query, snapshot_meta
 from shoplens.serving.audience import compile_filter, parse_text
+from shoplens.serving.reader import ProfileReader, current_name, profiles_dir, serving_files
 from shoplens.store import Store
 
 FLAT_FIELDS: dict[str, str] = {
@@ -45,10 +49,7 @@ FLAT_FIELDS: dict[str, str] = {
                                           "function", "size")},
 }
 BATCH = 5000
-
-
-def profiles_dir(store_path: Path) -> Path:
-    return store_path.parent / (store_path.stem + ".profiles")
+__all__ = ["FLAT_FIELDS", "ProfileReader", "install", "profiles_dir", "prune_serving", "publish", "switch_current"]
 
 
 def load_tag_rules(path: str | None = None) -> list[dict[str, str]]:
@@ -107,11 +108,40 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
     db.execute("CREATE INDEX flat_segment ON flat (rfm_segment)")
     db.commit()
     db.close()
-    os.replace(tmp, target)
-    pointer = folder / "CURRENT.tmp"
-    pointer.write_text(target.name, encoding="utf-8")
-    os.replace(pointer, folder / "CURRENT")
+    install(tmp, target)
+    switch_current(folder, target.name)
     return target
+
+
+def install(tmp: Path, target: Path) -> None:
+    """Move a finished serving file into place with its checksum recorded beside it.
+
+    The checksum goes first, so a file in place always has one; a reader that finds a
+    file whose bytes do not match refuses it (and falls back to an older one).
+    """
+    fsync_file(tmp)
+    write_atomic(checksum_path(target), file_sha256(tmp) + "\n")
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
+def switch_current(folder: Path, name: str) -> None:
+    """Point ``CURRENT`` at serving file ``name`` with one atomic rename."""
+    write_atomic(folder / "CURRENT", name)
+
+
+def prune_serving(folder: Path, keep: int) -> list[Path]:
+    """Delete serving files beyond the newest ``keep`` snapshots (never the current one)."""
+    current = current_name(folder)
+    files = serving_files(folder)
+    removed = []
+    for _snap, path in files[keep:]:
+        if path.name == current:
+            continue
+        path.unlink(missing_ok=True)
+        checksum_path(path).unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def _apply_tags(db: sqlite3.Connection) -> None:
@@ -133,34 +163,3 @@ def _apply_tags(db: sqlite3.Connection) -> None:
         doc["tags"] = items
         db.execute("UPDATE profiles SET doc = ? WHERE customer_id = ?", [json.dumps(doc, ensure_ascii=False), cid])
 
-
-class ProfileReader:
-    """Reads the current serving file; notices when ``CURRENT`` moves to a new one."""
-
-    def __init__(self, store_path: Path) -> None:
-        self.folder = profiles_dir(store_path)
-        self._name: str | None = None
-        self._db: sqlite3.Connection | None = None
-
-    def db(self) -> sqlite3.Connection:
-        from shoplens.errors import StoreError
-
-        try:
-            name = (self.folder / "CURRENT").read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise StoreError(f"no published profiles in {self.folder}: run 'shoplens build' first") from None
-        if name != self._name or self._db is None:
-            if self._db is not None:
-                self._db.close()
-            self._db = sqlite3.connect(f"file:{self.folder / name}?mode=ro", uri=True, check_same_thread=False)
-            self._name = name
-        return self._db
-
-    def get_raw(self, customer_id: str) -> str | None:
-        """The stored JSON text of a profile (served as is, without re-encoding)."""
-        row = self.db().execute("SELECT doc FROM profiles WHERE customer_id = ?", [customer_id]).fetchone()
-        return None if row is None else str(row[0])
-
-    def get(self, customer_id: str) -> dict[str, Any] | None:
-        raw = self.get_raw(customer_id)
-        return None if raw is None else dict(json.loads(raw))

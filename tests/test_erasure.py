@@ -1,0 +1,174 @@
+"""Erasure leaves no recoverable byte: a byte-level search of every file of a shop
+folder (store, WAL, serving files, caches, audit log, exports, report) after
+``shoplens forget``; the suppression list keeps the customer out of later ingests; a
+kill before compaction is finished by the next open; an unknown id is a 404."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from shoplens.cli import app
+from shoplens.config import load_config
+from shoplens.erasure import compact, forget, pending_marker
+from shoplens.errors import NotFoundError
+from shoplens.ingest.pipeline import ingest, keys_for
+from shoplens.jobs import Summary
+from shoplens.serving.access import Access, Principal
+from shoplens.store import Store
+from shoplens.text.embed import EMBEDDERS, text_key
+
+INPUTS = {"customers.csv", "products.csv", "orders.csv", "order_items.csv", "events.parquet", "texts.jsonl", "shoplens.toml"}
+PHONE = re.compile(r"1[3-9]\d{9}")
+
+
+def _texts(folder: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in (folder / "texts.jsonl").read_text("utf-8").splitlines() if line.strip()]
+
+
+def _victim(folder: Path) -> tuple[str, dict[str, str]]:
+    """A customer with a phone number in a review, orders and a customers.csv row."""
+    customers = {r["customer_id"]: r for r in csv.DictReader(io.StringIO((folder / "customers.csv").read_bytes().decode("gb18030")))}
+    ordered = {r["customer_id"] for r in csv.DictReader((folder / "orders.csv").open(encoding="utf-8"))}
+    for t in _texts(folder):
+        if PHONE.search(t["text"]) and t["customer_id"] in ordered and t["customer_id"] in customers:
+            return t["customer_id"], customers[t["customer_id"]]
+    raise AssertionError("the demo shop has no customer with a phone number in a review")
+
+
+def _needles(folder: Path, raw: str, row: dict[str, str]) -> dict[str, bytes]:
+    cfg = load_config(folder / "shoplens.toml")
+    keys = keys_for(cfg)
+    cid = keys.pseudonym(raw)
+    out = {"raw id": raw, "pseudonym": cid}
+    for field in ("phone", "email", "name"):
+        if row.get(field) and len(row[field]) >= 4:
+            out[field] = row[field]
+    for r in csv.DictReader((folder / "orders.csv").open(encoding="utf-8")):
+        if r["customer_id"] == raw:
+            out[f"order {r['order_id']}"] = r["order_id"]
+    for t in _texts(folder):
+        if t["customer_id"] == raw:
+            out[f"text id {t['text_id']}"] = t["text_id"]
+            for m in PHONE.findall(t["text"]):
+                out[f"phone in text {m}"] = m
+    with Store.for_config(cfg, read_only=True) as st:
+        for i, (tok,) in enumerate(st.con.execute(
+                "SELECT v.ciphertext FROM vault_text_raw v JOIN texts t USING (text_id) WHERE t.customer_id = ? UNION ALL "
+                "SELECT ciphertext FROM vault_customer_pii WHERE customer_id = ?", [cid, cid]).fetchall()):
+            out[f"vault token {i}"] = tok
+        masked = [r[0] for r in st.con.execute("SELECT text FROM texts WHERE customer_id = ?", [cid]).fetchall()]
+    for name, factory in EMBEDDERS.items():
+        for i, text in enumerate(masked):
+            out[f"{name} cache key {i}"] = text_key(factory.id, text)  # type: ignore[attr-defined]
+    return {k: v.encode("utf-8") for k, v in out.items()}
+
+
+def _search(folder: Path, needles: dict[str, bytes]) -> list[str]:
+    hits = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.parent == folder and path.name in INPUTS:
+            continue  # the shop's own source files: not ShopLens' to rewrite
+        data = path.read_bytes()
+        hits += [f"{label} in {path.relative_to(folder)}" for label, n in needles.items() if n in data]
+    return hits
+
+
+@pytest.fixture
+def shop(demo_shop: Summary, tmp_path: Path) -> Path:
+    folder = tmp_path / "shop"
+    shutil.copytree(demo_shop.folder, folder)
+    return folder
+
+
+def test_erasure_leaves_no_recoverable_byte_in_any_file(shop: Path) -> None:
+    cfg_path = shop / "shoplens.toml"
+    raw, row = _victim(shop)
+    needles = _needles(shop, raw, row)
+    cid = needles["pseudonym"].decode()
+    runner = CliRunner()
+    # traces an erasure must reach: audit rows (old ones named raw ids in the path), an
+    # export with the customer in it, the report
+    access = Access(load_config(cfg_path).store_path)
+    access.audit(Principal("ops", "admin"), "GET", f"/profiles/{raw}", cid, 200)
+    access.close()
+    exports = shop / "exports"
+    exports.mkdir()
+    for target in (exports / "all.csv", exports / "all.parquet"):
+        res = runner.invoke(app, ["audience", "n_orders >= 0", "-c", str(cfg_path), "--out", str(target)])
+        assert res.exit_code == 0, res.output
+    assert any(cid.encode() in (exports / "all.csv").read_bytes() for _ in (0,))
+    res = runner.invoke(app, ["report", "-c", str(cfg_path), "--out", str(shop / "report.html")])
+    assert res.exit_code == 0, res.output
+    before = _search(shop, needles)
+    assert any("shoplens.duckdb" in h for h in before) and any("cache key" in h for h in before), before
+
+    res = runner.invoke(app, ["forget", raw, "-c", str(cfg_path)])
+    assert res.exit_code == 0, res.output
+
+    assert _search(shop, needles) == []
+    with Store.for_config(load_config(cfg_path), read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM erased_subjects") == 1
+        assert st.current_snapshot() is not None  # the store still works after compaction
+        assert st.scalar("SELECT count(*) FROM customers") > 0
+
+
+def test_erased_customer_stays_out_of_later_ingests(shop: Path) -> None:
+    cfg = load_config(shop / "shoplens.toml")
+    raw, _row = _victim(shop)
+    keys = keys_for(cfg)
+    with Store.for_config(cfg) as st:
+        forget(st, raw, keys, cfg)
+    # the shop exports its customers again, with a change, so the file is read anew
+    path = shop / "customers.csv"
+    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").rstrip(b"\n") + b"\n")
+    with Store.for_config(cfg) as st:
+        ingest(cfg, st)
+        cid = keys.pseudonym(raw)
+        assert st.scalar("SELECT count(*) FROM customers WHERE customer_id = ?", [cid]) == 0
+        assert st.scalar("SELECT count(*) FROM vault_customer_pii WHERE customer_id = ?", [cid]) == 0
+        assert st.scalar("SELECT count(*) FROM orders WHERE customer_id = ?", [cid]) == 0
+        erased = st.con.execute("SELECT count(*), count(record_enc) FROM quarantine WHERE reason = 'erased'").fetchall()[0]
+        assert erased[0] >= 1 and erased[1] == 0
+
+
+def test_unknown_customer_is_not_found_and_changes_nothing(shop: Path) -> None:
+    cfg = load_config(shop / "shoplens.toml")
+    with Store.for_config(cfg) as st, pytest.raises(NotFoundError):
+        forget(st, "NO-SUCH-CUSTOMER", keys_for(cfg), cfg)
+    with Store.for_config(cfg, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM erased_subjects") == 0
+
+
+def test_a_kill_before_compaction_is_finished_by_the_next_open(shop: Path) -> None:
+    cfg = load_config(shop / "shoplens.toml")
+    raw, _row = _victim(shop)
+    with Store.for_config(cfg) as st:
+        st.con.execute("DELETE FROM customers WHERE customer_id = ?", [keys_for(cfg).pseudonym(raw)])
+        st.con.execute("CHECKPOINT")
+    path = cfg.store_path
+    marker = pending_marker(path)
+    marker.write_text("compaction pending\n")
+    inode = path.stat().st_ino
+    with Store.for_config(cfg) as st:
+        assert st.scalar("SELECT count(*) FROM customers") > 0
+    assert not marker.exists() and path.stat().st_ino != inode  # rewritten into a new file
+
+
+def test_compaction_keeps_sequences_indexes_and_snapshots(shop: Path) -> None:
+    cfg = load_config(shop / "shoplens.toml")
+    with Store.for_config(cfg) as st:
+        before = {t: st.scalar(f"SELECT count(*) FROM {t}") for t in ("customers", "orders", "quarantine", "snapshots")}
+        snap = st.current_snapshot()
+        seq = st.scalar("SELECT max(ingest_id) FROM ingest_log")
+        compact(st)
+        assert {t: st.scalar(f"SELECT count(*) FROM {t}") for t in before} == before
+        assert st.current_snapshot() == snap
+        assert st.scalar("SELECT nextval('ingest_seq')") == seq + 1
