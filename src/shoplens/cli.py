@@ -132,7 +132,12 @@ def init(folder: Annotated[Path, typer.Argument(help="Folder to initialise.")] =
 
 
 @app.command("ingest")
-def ingest_cmd(config: ConfigOpt = DEFAULT_CONFIG, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def ingest_cmd(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-read every source, even files already ingested "
+                                        "with the same content and settings.")] = False,
+) -> None:
     """Validate, de-identify and store every configured source; quarantine bad rows."""
     from shoplens.ingest import ingest
     from shoplens.ingest.pipeline import dumps
@@ -140,11 +145,17 @@ def ingest_cmd(config: ConfigOpt = DEFAULT_CONFIG, as_json: Annotated[bool, type
 
     cfg = _load(config)
     with Store.for_config(cfg) as store, _progress() as (on_rows, _s):
-        results = ingest(cfg, store, on_rows, create_key=True)
+        results = ingest(cfg, store, on_rows, create_key=True, force=force)
     if as_json:
         print(dumps(results))
-    else:
-        _print_ingest(results)
+        return
+    _print_ingest(results)
+    for r in results:
+        if r.unmapped_columns:
+            cols = ", ".join(r.unmapped_columns)
+            console.print(f"[yellow]{escape(r.source)}: column(s) not used, dropped: {escape(cols)}[/] (to keep one, "
+                          f"map it in this source's block: columns = {{ <{r.table} column> = \"{escape(r.unmapped_columns[0])}\" }})",
+                          soft_wrap=True)
 
 
 @app.command()
@@ -152,19 +163,26 @@ def quarantine(
     config: ConfigOpt = DEFAULT_CONFIG,
     table: Annotated[str | None, typer.Option(help="Only this table.")] = None,
     limit: Annotated[int, typer.Option(help="How many rows to show.")] = 20,
+    show_all: Annotated[bool, typer.Option("--all", help="Also entries resolved by a later ingest.")] = False,
 ) -> None:
-    """List quarantined input rows: source, line, field, expected and found."""
+    """List open quarantined input rows (--all: resolved ones too): source, line, field, expected and found."""
     from shoplens.ingest import quarantine_report
+    from shoplens.ingest.quarantine import quarantine_counts
     from shoplens.store import Store
 
     cfg = _load(config)
     with Store.for_config(cfg, read_only=True) as store:
-        rows = quarantine_report(store, limit, table)
-    t = Table(title=f"quarantine (latest {limit})")
-    for col in ("table", "source", "line", "field", "expected", "found", "reason"):
+        rows = quarantine_report(store, limit, table, include_resolved=show_all)
+        n_open, n_resolved = quarantine_counts(store)
+    t = Table(title=f"quarantine: {n_open:,} open ({n_resolved:,} resolved); latest {limit}{'' if show_all else ' open'}")
+    cols = ("table", "source", "line", "field", "expected", "found", "reason") + (("resolved",) if show_all else ())
+    for col in cols:
         t.add_column(col)
     for r in rows:
-        t.add_row(str(r["table"]), str(r["source"]), str(r["line"]), str(r["field"]), str(r["expected"]), str(r["found"]), str(r["reason"]))
+        cells = [str(r[k]) for k in ("table", "source", "line", "field", "expected", "found", "reason")]
+        if show_all:
+            cells.append(f"{r['resolution']} by ingest #{r['resolved_ingest']}" if r["resolved_ingest"] is not None else "open")
+        t.add_row(*(escape(c) for c in cells))
     console.print(t)
 
 

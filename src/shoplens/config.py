@@ -14,10 +14,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shoplens.errors import ConfigError
-from shoplens.schema import INGEST_ORDER
+from shoplens.schema import INGEST_ORDER, PII_COLUMNS, TABLES
 
 CONFIG_NAME = "shoplens.toml"
 
@@ -37,6 +37,8 @@ class SourceConfig(_Strict):
     encoding: str = "auto"  # auto | utf-8 | gbk | gb18030 | ...
     delimiter: str = ","
     columns: dict[str, str] = Field(default_factory=dict)  # canonical name -> source column
+    # enum column -> {source spelling -> canonical value}, e.g. {status = {"已退货" = "returned"}}
+    values: dict[str, dict[str, str]] = Field(default_factory=dict)
     timestamp_formats: list[str] = Field(default_factory=list)  # strptime formats, or "epoch"
     timezone: str | None = None  # zone of naive timestamps in this source; default [defaults]
     currency: str | None = None
@@ -52,6 +54,27 @@ class SourceConfig(_Strict):
         if (self.path is None) == (self.url is None):
             raise ValueError("give exactly one of 'path' (a file) or 'url' (a database)")
 
+    @model_validator(mode="after")
+    def _known_values(self) -> SourceConfig:
+        """Each ``values`` key is an enum column of the table, each target a canonical value."""
+        enums = {c.name: c for c in TABLES[self.table].columns if c.type == "enum"}
+        for name, spellings in self.values.items():
+            col = enums.get(name)
+            if col is None:
+                raise ValueError(
+                    f"values: '{name}' is not an enum column of {self.table}; expected one of {', '.join(enums) or '(none)'}"
+                )
+            for spelling, target in spellings.items():
+                if target not in col.values:
+                    raise ValueError(
+                        f"values.{name}: '{spelling}' maps to '{target}'; expected one of {', '.join(col.values)}"
+                    )
+        return self
+
+    def shaping(self) -> dict[str, Any]:
+        """The settings that decide how this source's rows are read and validated."""
+        return self.model_dump(mode="json", exclude={"path", "url"})
+
     @property
     def label(self) -> str:
         return self.path or f"{self.url} ({self.query or self.table})"
@@ -62,20 +85,21 @@ class PrivacyConfig(_Strict):
 
     key_env: str = "SHOPLENS_SECRET_KEY"
     key_file: str = ".shoplens/secret.key"
-    pii: dict[str, Literal["encrypt", "drop"]] = Field(default_factory=dict)
+    pii: dict[str, Literal["encrypt", "drop"]] = Field(default_factory=dict)  # default per column: schema pii_default
     raw_text: Literal["encrypt", "drop"] = "encrypt"
 
     @field_validator("pii")
     @classmethod
     def _known_pii(cls, v: dict[str, str]) -> dict[str, str]:
-        allowed = {"name", "phone", "email", "address", "id_number"}
         for key in v:
-            if key not in allowed:
-                raise ValueError(f"unknown PII column '{key}': expected one of {sorted(allowed)}")
+            if key not in PII_COLUMNS:
+                raise ValueError(f"unknown PII column '{key}': expected one of {sorted(PII_COLUMNS)}")
         return v
 
     def action(self, column: str) -> str:
-        return self.pii.get(column, "encrypt")
+        """``encrypt`` or ``drop`` for one PII column (``birth_date`` is dropped unless named)."""
+        default = PII_COLUMNS[column].pii_default if column in PII_COLUMNS else "encrypt"
+        return self.pii.get(column, default)
 
 
 class StoreConfig(_Strict):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ColumnType = Literal["id", "string", "int", "money", "float", "timestamp", "enum", "text"]
+ColumnType = Literal["id", "string", "int", "money", "float", "timestamp", "date", "enum", "text"]
 
 DUCKDB_TYPES: dict[str, str] = {
     "id": "VARCHAR",
@@ -21,6 +21,7 @@ DUCKDB_TYPES: dict[str, str] = {
     "money": "DECIMAL(18,2)",
     "float": "DOUBLE",
     "timestamp": "TIMESTAMP",
+    "date": "DATE",
 }
 
 EXPECTED_WORDS: dict[str, str] = {
@@ -32,6 +33,7 @@ EXPECTED_WORDS: dict[str, str] = {
     "money": "a number (currency symbols and thousands separators allowed)",
     "float": "a number",
     "timestamp": "a date/time",
+    "date": "a date (YYYY-MM-DD, YYYY/MM/DD, YYYYMMDD or YYYY年MM月DD日)",
 }
 
 
@@ -49,8 +51,12 @@ class Column:
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     default: str | None = None  # SQL literal used when the source omits the column
     pii: bool = False  # direct personal data: encrypted or dropped at ingest, never analysed
+    pii_default: Literal["encrypt", "drop"] = "encrypt"  # pii: the action when [privacy] pii names none
     pseudonymise: bool = False  # identifier replaced by a keyed HMAC at ingest
     references: str | None = None  # "table.column" foreign key; unknown values are orphans
+    redact_subject: bool = False  # free text: the row's own raw customer id becomes SUBJECT_PLACEHOLDER
+    earliest: str | None = None  # date: the earliest accepted day (the latest is today)
+    derived_from: str | None = None  # computed from this column of the row when the source has none
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,13 @@ class Table:
     doc: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]
+
+    @property
+    def subject(self) -> Column | None:
+        """The column naming the customer a row is about (checked against erased customers)."""
+        names = {c.name: c for c in self.columns}
+        col = names.get(SUBJECT_COLUMN)
+        return col if col is not None and col.pseudonymise else None
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -78,6 +91,12 @@ class Table:
         return [c for c in self.columns if not c.pii]
 
 
+# the customer a row is about; its raw value is pseudonymised, looked up in the erased
+# customers' suppression list and replaced by the placeholder inside the row's free text
+SUBJECT_COLUMN = "customer_id"
+SUBJECT_PLACEHOLDER = "[ID]"
+SUBJECT_MIN_CHARS = 3  # shorter raw ids ("7") are too common inside ordinary text to replace
+
 GENDERS = {
     "female": ("female", "f", "女", "女性", "w", "woman"),
     "male": ("male", "m", "男", "男性", "man"),
@@ -85,9 +104,11 @@ GENDERS = {
     "unknown": ("unknown", "u", "未知", "保密", "n/a", "na"),
 }
 ORDER_STATUSES = {
-    "paid": ("paid", "completed", "complete", "delivered", "shipped", "已支付", "已完成", "交易成功", "已发货"),
-    "cancelled": ("cancelled", "canceled", "cancel", "已取消", "交易关闭", "取消"),
-    "returned": ("returned", "refunded", "return", "refund", "退货", "已退款", "退款成功"),
+    "paid": ("paid", "completed", "complete", "delivered", "shipped", "已支付", "已完成", "交易成功", "已发货",
+             "已付款", "已签收", "待发货", "待收货", "交易完成"),
+    "cancelled": ("cancelled", "canceled", "cancel", "已取消", "交易关闭", "取消", "已关闭"),
+    "returned": ("returned", "refunded", "return", "refund", "退货", "已退款", "退款成功", "已退货", "退款中",
+                 "退货退款", "已退货退款", "退款完成"),
 }
 EVENT_TYPES = {
     "view": ("view", "pv", "page_view", "浏览", "detail"),
@@ -114,7 +135,10 @@ CUSTOMERS = Table(
         Column("customer_id", "id", "Customer identifier; stored as a keyed HMAC pseudonym.", required=True, pseudonymise=True),
         Column("signup_at", "timestamp", "Account creation time (shop local time)."),
         Column("gender", "enum", "female / male / other / unknown.", values=GENDERS, default="'unknown'"),
-        Column("birth_year", "int", "Year of birth (age is derived, full birth dates are not kept).", minimum=1900, maximum=2030),
+        Column("birth_year", "int", "Year of birth (age is derived); taken from birth_date when the source has only that.",
+               minimum=1900, maximum=2030, derived_from="birth_date"),
+        Column("birth_date", "date", "Full birth date. PII: only its year is analysed (birth_year); the date is dropped "
+               "or encrypted into the vault.", pii=True, pii_default="drop", earliest="1900-01-01"),
         Column("city", "string", "City (coarse location; street addresses are PII)."),
         Column("region", "string", "Province / state / region."),
         Column("country", "string", "Country code or name."),
@@ -180,8 +204,9 @@ EVENTS = Table(
         Column("event_ts", "timestamp", "Event time (shop local time).", required=True),
         Column("event_type", "enum", "view / search / cart / favorite / click / share / rate / purchase.", required=True, values=EVENT_TYPES),
         Column("product_id", "id", "Product involved, if any; must exist in products.", references="products.product_id"),
-        Column("query", "text", "Search query text (PII-masked)."),
-        Column("session_id", "string", "Session identifier."),
+        Column("query", "text", "Search query text (PII-masked; the actor's own id becomes [ID]).", redact_subject=True),
+        Column("session_id", "string", "Session identifier; stored as a keyed HMAC pseudonym (shops often build it "
+               "from the customer id).", pseudonymise=True),
         Column("value", "float", "Numeric payload, e.g. a rating or dwell seconds."),
     ),
 )
@@ -197,7 +222,8 @@ TEXTS = Table(
         Column("product_id", "id", "Product the text is about, if any.", references="products.product_id"),
         Column("order_id", "id", "Order the text is about, if any.", references="orders.order_id"),
         Column("rating", "int", "Star rating 1-5, if any.", minimum=1, maximum=5),
-        Column("text", "text", "The text, PII-masked ([PHONE], [EMAIL], [ID], [CARD]).", required=True),
+        Column("text", "text", "The text, PII-masked ([PHONE], [EMAIL], [ID], [CARD]); the author's own id becomes [ID].",
+               required=True, redact_subject=True),
         Column("language", "string", "ISO 639-1 code; detected (zh / en / und) when absent."),
         Column("created_at", "timestamp", "When it was written (shop local time).", required=True),
     ),
@@ -209,6 +235,8 @@ TABLES: dict[str, Table] = {
 # parents before children, so foreign keys can be checked as each file is ingested
 INGEST_ORDER: tuple[str, ...] = ("customers", "products", "orders", "order_items", "events", "texts")
 LINEAGE_COLUMNS = ("_ingest_id", "_line", "_row_hash")
+# direct personal data, by column name: what [privacy] pii may name
+PII_COLUMNS: dict[str, Column] = {c.name: c for t in TABLES.values() for c in t.columns if c.pii}
 
 
 def table(name: str) -> Table:

@@ -8,7 +8,8 @@ Layout (all in the ``main`` schema unless said otherwise):
   ``_row_hash``);
 - ``vault_customer_pii``, ``vault_text_raw``: Fernet ciphertexts of direct PII and raw
   texts (only readers holding the secret can open them);
-- ``quarantine``: every rejected input row with source, line, field, expected, found;
+- ``quarantine``: every rejected input row with source, line, field, expected, found,
+  and when a later ingest accepted the row, ``resolved_ingest`` / ``resolved_at``;
 - ``ingest_log``: one row per ingested source with its counts and content hash;
 - ``erased_subjects``: the suppression list, one keyed hash (``Keys.subject_hash``, a key
   of its own, so it joins with nothing else) per erased customer; ingest quarantines
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     as_of DATE, config_hash VARCHAR, last_ingest_id BIGINT, n_customers BIGINT, version VARCHAR);
 CREATE TABLE IF NOT EXISTS current_snapshot (one INTEGER PRIMARY KEY, snapshot_id BIGINT);
 CREATE TABLE IF NOT EXISTS erased_subjects (subject_hash VARCHAR PRIMARY KEY, erased_at TIMESTAMP);
+ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS row_key VARCHAR;
+ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS resolved_ingest BIGINT;
+ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMP;
+ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS resolution VARCHAR;
 """
 
 
@@ -158,9 +163,13 @@ class Store:
         return dict(zip(names, rows[0], strict=True)) if rows else {}
 
     def counts(self) -> dict[str, int]:
-        """Rows per canonical table, plus the quarantine."""
+        """Rows per canonical table, plus the open (unresolved) quarantine entries."""
         out = {n: int(self.scalar(f"SELECT count(*) FROM {n}")) for n in INGEST_ORDER}
-        out["quarantine"] = int(self.scalar("SELECT count(*) FROM quarantine"))
+        # a store written before entries could resolve, opened read-only, lacks the column
+        resolvable = self.scalar("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'quarantine' "
+                                 "AND column_name = 'resolved_ingest'")
+        out["quarantine"] = int(self.scalar("SELECT count(*) FROM quarantine"
+                                            + (" WHERE resolved_ingest IS NULL" if resolvable else "")))
         return out
 
     # ---- snapshots -------------------------------------------------------------------

@@ -4,27 +4,41 @@ Each source is ingested in one transaction: either all its rows are stored or
 quarantined and its ``ingest_log`` row written, or nothing changes. Every input row is
 counted exactly once as accepted (new), unchanged (an identical row is already stored:
 this is what makes re-ingesting idempotent) or quarantined.
+
+A file is skipped when the same bytes were ingested before *under the same settings*:
+``ingest_log.content_sha256`` hashes the file together with everything that shapes its
+rows (the source's mapping, value mappings, formats, time zone and currency, the
+``[defaults]``, the table's rules and ``INGEST_VERSION``), so fixing ``shoplens.toml``
+re-reads the file; ``force`` re-reads every source regardless.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import duckdb
 import pyarrow as pa
 
 from shoplens.config import Config, SourceConfig
 from shoplens.errors import ConfigError, SourceError
-from shoplens.ingest.readers import Batch, open_reader
+from shoplens.ingest.quarantine import INSERT, quarantine_report, resolve
+from shoplens.ingest.readers import Batch, CsvReader, SourceReader, open_reader
+from shoplens.ingest.rejects import RejectContext, quarantine_rejects
 from shoplens.ingest.validate import SourceContext, keys_sql, q, validation_sql
-from shoplens.privacy import Keys, load_keys, mask_text
+from shoplens.privacy import Keys, load_keys
 from shoplens.schema import INGEST_ORDER, Table, table
 from shoplens.store import Store
 
+__all__ = ["IngestResult", "ingest", "ingest_source", "quarantine_report", "resolve_mapping", "unmapped_columns"]
+
 Progress = Callable[[str, int], None]  # (source label, rows done so far)
+# bump when validation changes what the same input row becomes: every file is read again
+INGEST_VERSION = 2
 
 
 @dataclass
@@ -39,6 +53,7 @@ class IngestResult:
     quarantined: int = 0
     skipped: bool = False
     ingest_id: int = 0
+    unmapped_columns: list[str] = field(default_factory=list)  # source columns no canonical column uses
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -74,9 +89,34 @@ def resolve_mapping(tbl: Table, src: SourceConfig, found: list[str]) -> dict[str
     return mapping
 
 
+def unmapped_columns(mapping: dict[str, str | None], found: list[str]) -> list[str]:
+    """Source columns that no canonical column takes: ingest drops them.
+
+    >>> unmapped_columns({"order_id": "订单号", "amount": None}, ["订单号", "备注"])
+    ['备注']
+    """
+    used = {v for v in mapping.values() if v is not None}
+    return [c for c in found if c not in used]
+
+
+def shaping_hash(cfg: Config, src: SourceConfig, tbl: Table) -> str:
+    """Hash of everything that decides what a source's rows become (not the bytes)."""
+    rules = [{k: v for k, v in dataclasses.asdict(c).items() if k != "doc"} for c in tbl.columns]
+    payload = {
+        "version": INGEST_VERSION,
+        "source": src.shaping(),
+        "defaults": cfg.defaults.model_dump(mode="json"),
+        "table": {"key": tbl.key, "columns": rules},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def register_functions(con: duckdb.DuckDBPyConnection, keys: Keys) -> None:
-    """Make the keyed pseudonym and encryption available to SQL as vectorised UDFs."""
-    for name, fn in (("sl_pseudo", keys.pseudonymise_array), ("sl_encrypt", keys.encrypt_array)):
+    """Make the keyed pseudonym, the erased-customer hash and encryption available to SQL
+    as vectorised UDFs."""
+    udfs = (("sl_pseudo", keys.pseudonymise_array), ("sl_subject", keys.subject_hash_array),
+            ("sl_encrypt", keys.encrypt_array))
+    for name, fn in udfs:
         with contextlib.suppress(duckdb.InvalidInputException):
             con.remove_function(name)
         con.create_function(name, fn, ["VARCHAR"], "VARCHAR", type="arrow", side_effects=False)  # type: ignore[call-overload]
@@ -94,8 +134,11 @@ def optional_keys(cfg: Config) -> Keys | None:
         return None
 
 
-def ingest(cfg: Config, store: Store, progress: Progress | None = None, create_key: bool = False) -> list[IngestResult]:
-    """Ingest every configured source, parents before children.
+def ingest(
+    cfg: Config, store: Store, progress: Progress | None = None, create_key: bool = False, force: bool = False
+) -> list[IngestResult]:
+    """Ingest every configured source, parents before children; ``force`` re-reads files
+    already ingested with the same content and settings.
 
     >>> # see tests/test_ingest.py for runnable examples
     """
@@ -104,18 +147,25 @@ def ingest(cfg: Config, store: Store, progress: Progress | None = None, create_k
     keys = keys_for(cfg, create=create_key)
     register_functions(store.con, keys)
     ordered = sorted(cfg.sources, key=lambda s: INGEST_ORDER.index(s.table))
-    return [ingest_source(cfg, store, keys, s, progress) for s in ordered]
+    return [ingest_source(cfg, store, keys, s, progress, force) for s in ordered]
+
+
+def _digest(reader: SourceReader, cfg: Config, src: SourceConfig, tbl: Table) -> str | None:
+    content = reader.content_hash()
+    if content is None:
+        return None
+    return hashlib.sha256(f"{content}/{shaping_hash(cfg, src, tbl)}".encode()).hexdigest()
 
 
 def ingest_source(
-    cfg: Config, store: Store, keys: Keys, src: SourceConfig, progress: Progress | None = None
+    cfg: Config, store: Store, keys: Keys, src: SourceConfig, progress: Progress | None = None, force: bool = False
 ) -> IngestResult:
     tbl = table(src.table)
     reader = open_reader(src, cfg.root)
     mapping = resolve_mapping(tbl, src, reader.columns)
-    result = IngestResult(source=src.label, table=tbl.name)
-    digest = reader.content_hash()
-    if digest is not None:
+    result = IngestResult(source=src.label, table=tbl.name, unmapped_columns=unmapped_columns(mapping, reader.columns))
+    digest = _digest(reader, cfg, src, tbl)
+    if digest is not None and not force:
         prior = store.one(
             "SELECT ingest_id, rows_in FROM ingest_log WHERE table_name = ? AND content_sha256 = ? "
             "AND NOT skipped ORDER BY ingest_id LIMIT 1",
@@ -136,9 +186,13 @@ def ingest_source(
         currency=(src.currency or cfg.defaults.currency).upper(),
         base_currency=cfg.defaults.currency.upper(),
         fx_rates=tuple(sorted(cfg.defaults.fx_rates.items())),
+        values={name: {k.strip().lower(): v for k, v in spellings.items()} for name, spellings in src.values.items()},
+        check_erased=bool(store.scalar("SELECT count(*) FROM erased_subjects")),
     )
     salt = keys.pseudonym("row-hash-salt")
     sql = validation_sql(ctx, salt)
+    rejects = RejectContext(tbl, src.label, mapping, reader.columns,
+                            src.delimiter if isinstance(reader, CsvReader) else None, salt)
     con = store.con
     with store.transaction():
         ingest_id = int(store.scalar("SELECT nextval('ingest_seq')"))
@@ -152,7 +206,7 @@ def ingest_source(
         first = True
         for batch in reader.batches():
             result.rows_in += batch.data.num_rows + len(batch.rejects)
-            _quarantine_rejects(con, keys, ingest_id, tbl.name, src.label, batch)
+            quarantine_rejects(con, keys, ingest_id, rejects, batch.rejects)
             if batch.data.num_rows:
                 _validate_batch(con, batch, sql, stage, first, ingest_id, tbl.name, src.label)
                 first = False
@@ -160,6 +214,7 @@ def ingest_source(
                 progress(src.label, result.rows_in)
         if first:  # empty source: nothing staged
             result.quarantined = int(store.scalar("SELECT count(*) FROM quarantine WHERE ingest_id = ?", [ingest_id]))
+            resolve(con, ingest_id, tbl.name, src.label, None)
         else:
             _store_staged(con, tbl, stage, ingest_id, src.label, cfg)
             con.execute(f"DROP TABLE {stage}")
@@ -174,19 +229,6 @@ def ingest_source(
     return result
 
 
-def _quarantine_rejects(
-    con: duckdb.DuckDBPyConnection, keys: Keys, ingest_id: int, name: str, label: str, batch: Batch
-) -> None:
-    if not batch.rejects:
-        return
-    rows = [
-        (ingest_id, name, label, r.line, r.row, "(row)", r.expected, mask_text(r.found),
-         "unparseable row", keys.fernet.encrypt(r.found.encode()).decode())
-        for r in batch.rejects
-    ]
-    con.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-
-
 def _validate_batch(
     con: duckdb.DuckDBPyConnection, batch: Batch, sql: str, stage: str, first: bool,
     ingest_id: int, name: str, label: str,
@@ -198,9 +240,12 @@ def _validate_batch(
         con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS {sql}")
     finally:
         con.unregister("_batch")
+    # rows of erased customers keep no value: no encrypted record, no key, a fixed `found`
     con.execute(
-        "INSERT INTO quarantine SELECT ?, ?, ?, _line, _row, _err_field, _err_expected, _err_found, "
-        "'invalid value', sl_encrypt(CAST(to_json(__rec) AS VARCHAR)) FROM _checked WHERE _err_field IS NOT NULL",
+        INSERT + "SELECT ?, ?, ?, _line, _row, _err_field, _err_expected, _err_found, "
+        "CASE WHEN _erased THEN 'erased' ELSE 'invalid value' END, "
+        "CASE WHEN NOT _erased THEN sl_encrypt(CAST(to_json(__rec) AS VARCHAR)) END, "
+        "CASE WHEN NOT _erased THEN _row_key END FROM _checked WHERE _err_field IS NOT NULL",
         [ingest_id, name, label],
     )
     cols = "* EXCLUDE (_err_field, _err_expected, _err_found)"
@@ -214,8 +259,8 @@ def _validate_batch(
 def _store_staged(con: duckdb.DuckDBPyConnection, tbl: Table, stage: str, ingest_id: int, label: str, cfg: Config) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {keys_sql(tbl, stage)}")
     con.execute(
-        "INSERT INTO quarantine SELECT ?, ?, ?, _line, _row, _err_field, _err_expected, _err_found, "
-        "'key check', sl_encrypt(CAST(to_json(__rec) AS VARCHAR)) FROM _classified WHERE _err_field IS NOT NULL",
+        INSERT + "SELECT ?, ?, ?, _line, _row, _err_field, _err_expected, _err_found, "
+        "'key check', sl_encrypt(CAST(to_json(__rec) AS VARCHAR)), _row_key FROM _classified WHERE _err_field IS NOT NULL",
         [ingest_id, tbl.name, label],
     )
     keep = "_err_field IS NULL AND NOT _unchanged"
@@ -237,20 +282,9 @@ def _store_staged(con: duckdb.DuckDBPyConnection, tbl: Table, stage: str, ingest
             f"INSERT INTO vault_text_raw SELECT text_id, sl_encrypt(__raw_text), ? FROM _classified WHERE {keep}",
             [ingest_id],
         )
+    # entries of earlier ingests for the rows stored or found unchanged now are resolved
+    resolve(con, ingest_id, tbl.name, label, "(SELECT _row_key FROM _classified WHERE _err_field IS NULL)")
     con.execute("DROP TABLE _classified")
-
-
-def quarantine_report(store: Store, limit: int = 20, table_name: str | None = None) -> list[dict[str, object]]:
-    """The most recent quarantined rows, newest ingest first."""
-    where = "WHERE table_name = ?" if table_name else ""
-    params: list[object] = [table_name] if table_name else []
-    rows = store.con.execute(
-        f"SELECT ingest_id, table_name, source, line, field, expected, found, reason FROM quarantine {where} "
-        "ORDER BY ingest_id DESC, line LIMIT ?",
-        [*params, limit],
-    ).fetchall()
-    keys = ("ingest_id", "table", "source", "line", "field", "expected", "found", "reason")
-    return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 def dumps(results: list[IngestResult]) -> str:

@@ -38,6 +38,7 @@ class Reject:
     line: int
     expected: str
     found: str
+    text: str = ""  # the whole raw row as the source wrote it (quarantined encrypted, never in clear)
 
 
 @dataclass
@@ -181,7 +182,7 @@ class CsvReader(SourceReader):
                     vn = int(before_valid[j] if j < n else nl.sum())
                     i_before = int(sum(inv_nl[x] for x in inv_recs if x < r))
                     rejects.append(
-                        Reject(r - 1, r + nl_before + vn + i_before, f"{n_cols} fields", f"{ncols} fields: {text[:200]}")
+                        Reject(r - 1, r + nl_before + vn + i_before, f"{n_cols} fields", f"{ncols} fields: {text[:200]}", text)
                     )
                 nl_before += int(nl.sum()) + sum(inv_nl.values())
                 next_record = last + 1
@@ -196,7 +197,7 @@ class CsvReader(SourceReader):
         tail = invalid[used_invalid:]
         if tail:
             rejects = [
-                Reject(r - 1, r + nl_before, f"{n_cols} fields", f"{c} fields: {t[:200]}") for r, t, c in tail
+                Reject(r - 1, r + nl_before, f"{n_cols} fields", f"{c} fields: {t[:200]}", t) for r, t, c in tail
             ]
             empty = pa.table({c: pa.array([], pa.string()) for c in self.columns})
             yield Batch(empty, np.array([], np.int64), np.array([], np.int64), rejects)
@@ -262,10 +263,10 @@ class JsonLinesReader(SourceReader):
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as err:
-                    rejects.append(Reject(row, lineno, "a JSON object", f"invalid JSON ({err.msg}): {line[:200]}"))
+                    rejects.append(Reject(row, lineno, "a JSON object", f"invalid JSON ({err.msg}): {line[:200]}", line))
                     continue
                 if not isinstance(obj, dict):
-                    rejects.append(Reject(row, lineno, "a JSON object", line[:200]))
+                    rejects.append(Reject(row, lineno, "a JSON object", line[:200], line))
                     continue
                 for c in self.columns:
                     v = obj.get(c)

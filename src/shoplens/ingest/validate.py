@@ -7,19 +7,36 @@ with no error go on to key and foreign-key checks; the others are quarantined. T
 batch is checked set-based in the engine instead of row by row in Python.
 
 Identifiers marked ``pseudonymise`` pass through the ``sl_pseudo`` function (a keyed
-HMAC registered by the pipeline) and free text through the PII masking expression, so
-neither raw identifiers nor raw text leave this query except into the vault columns
-(``__raw_<name>``), which the pipeline encrypts.
+HMAC registered by the pipeline) and free text through the PII masking expression (plus,
+for columns marked ``redact_subject``, the row's own raw customer id replaced by
+``[ID]``), so neither raw identifiers nor raw text leave this query except into the vault
+columns (``__raw_<name>``), which the pipeline encrypts. Rows of erased customers
+(``sl_subject`` of the pseudonym found in ``erased_subjects``) fail the first check of
+all, so they are quarantined before any other rule, key or orphan check sees them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 from shoplens.privacy import mask_sql
-from shoplens.schema import EXPECTED_WORDS, Column, Table
+from shoplens.schema import (
+    EXPECTED_WORDS,
+    SUBJECT_MIN_CHARS,
+    SUBJECT_PLACEHOLDER,
+    Column,
+    Table,
+)
 
 EARLIEST = "1990-01-01"
+DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d", "%Y年%m月%d日")
+ERASED_FOUND = "(erased customer)"
+ERASED_EXPECTED = "a customer who has not been erased (rows of erased customers are never stored again)"
+# a quarantined row is known by a keyed hash of its table key (or, when that cannot be
+# read, of its whole record), so a later ingest that accepts the same row resolves it
+ROW_KEY_TAG = "/row-key/"
+ROW_RECORD_TAG = "/row-record/"
 
 
 def q(name: str) -> str:
@@ -45,6 +62,17 @@ class SourceContext:
     currency: str  # assumed when a row names none
     base_currency: str = "CNY"
     fx_rates: tuple[tuple[str, float], ...] = ()
+    # enum column -> {source spelling (lower-cased, trimmed) -> canonical value}, from [sources] values
+    values: dict[str, dict[str, str]] = field(default_factory=dict)
+    check_erased: bool = False  # the suppression list is not empty: test each row's customer
+
+    @property
+    def erased_sql(self) -> str | None:
+        """Condition true for a row of an erased customer (None when nothing can match)."""
+        subject = self.table.subject
+        if subject is None or not self.check_erased:
+            return None
+        return f"sl_subject({q('t_' + subject.name)}) IN (SELECT subject_hash FROM erased_subjects)"
 
     def rate_sql(self, currency: str) -> str:
         """Factor that converts an amount in ``currency`` (SQL expr) to the base currency."""
@@ -52,11 +80,25 @@ class SourceContext:
         return f"CASE {currency} WHEN {lit(self.base_currency)} THEN 1.0 {whens} END"
 
 
+def _scrubbed(col: Column, r: str, ctx: SourceContext) -> str:
+    """Free text as stored: PII masked, and the row's own customer id replaced if declared."""
+    masked = mask_sql(r)
+    subject = ctx.table.subject
+    if not col.redact_subject or subject is None or ctx.mapping.get(subject.name) is None:
+        return masked
+    own = q("r_" + subject.name)
+    pattern = f"'(^|[^0-9A-Za-z])' || regexp_escape({own}) || '([^0-9A-Za-z]|$)'"
+    out = masked
+    for _ in range(2):  # adjacent matches share the boundary character the first pass consumed
+        out = f"regexp_replace({out}, {pattern}, {lit(chr(92) + '1' + SUBJECT_PLACEHOLDER + chr(92) + '2')}, 'g')"
+    return f"CASE WHEN length({own}) >= {SUBJECT_MIN_CHARS} THEN {out} ELSE {masked} END"
+
+
 def _typed(col: Column, r: str, ctx: SourceContext) -> str:
     if col.type in ("id", "string"):
         return f"sl_pseudo({r})" if col.pseudonymise else r
     if col.type == "text":
-        return mask_sql(r)
+        return _scrubbed(col, r, ctx)
     if col.type == "int":
         d = f"TRY_CAST({r} AS DOUBLE)"
         return f"CASE WHEN {d} = round({d}) AND abs({d}) < 9e15 THEN CAST({d} AS BIGINT) END"
@@ -66,12 +108,22 @@ def _typed(col: Column, r: str, ctx: SourceContext) -> str:
         cleaned = f"regexp_replace({r}, '[¥￥$€£,\\s]|RMB|CNY|USD|元', '', 'g')"
         return f"TRY_CAST({cleaned} AS DECIMAL(18,2))"
     if col.type == "enum":
-        whens = " ".join(
-            f"WHEN {lit(s)} THEN {lit(canon)}" for canon, spellings in col.values.items() for s in spellings
-        )
-        return f"CASE lower({r}) {whens} END"
+        # the source's own spellings first: they may redefine a built-in synonym
+        mapped = [(s.strip().lower(), canon) for s, canon in ctx.values.get(col.name, {}).items()]
+        builtin = [(s, canon) for canon, spellings in col.values.items() for s in spellings]
+        seen: set[str] = set()
+        whens = []
+        for spelling, canon in mapped + builtin:
+            if spelling not in seen:
+                seen.add(spelling)
+                whens.append(f"WHEN {lit(spelling)} THEN {lit(canon)}")
+        return f"CASE lower({r}) {' '.join(whens)} END"
     if col.type == "timestamp":
         return _timestamp(r, ctx)
+    if col.type == "date":
+        formats = [f for f in (*DATE_FORMATS, *ctx.timestamp_formats) if f != "epoch"]
+        parsers = [f"try_strptime({r}, {lit(f)})" for f in formats] + [f"TRY_CAST({r} AS TIMESTAMP)"]
+        return f"CAST(COALESCE({', '.join(parsers)}) AS DATE)"
     raise ValueError(col.type)  # pragma: no cover
 
 
@@ -111,13 +163,12 @@ def _checks(col: Column, r: str, t: str, ctx: SourceContext) -> list[tuple[str, 
     """(condition, expected, found) for one column, in the order they are tried."""
     found = "'<redacted PII>'" if col.pii else (f"sl_pseudo({r})" if col.pseudonymise else r)
     if col.type == "text":
-        found = mask_sql(r)
+        found = _scrubbed(col, r, ctx)
     out: list[tuple[str, str, str]] = []
     if col.required:
         out.append((f"{r} IS NULL", lit(f"a value ({EXPECTED_WORDS[col.type]})"), "'empty'"))
     if col.type == "enum":
-        allowed = ", ".join(col.values)
-        out.append((f"{r} IS NOT NULL AND {t} IS NULL", lit(f"one of {allowed}"), found))
+        out.append((f"{r} IS NOT NULL AND {t} IS NULL", enum_expected(col, found), found))
     elif col.type not in ("id", "string", "text"):
         out.append((f"{r} IS NOT NULL AND {t} IS NULL", lit(EXPECTED_WORDS[col.type]), found))
     if col.minimum is not None:
@@ -141,20 +192,44 @@ def _checks(col: Column, r: str, t: str, ctx: SourceContext) -> list[tuple[str, 
                 found,
             )
         )
+    if col.type == "date":
+        earliest = col.earliest or EARLIEST
+        out.append(
+            (
+                f"({t} < DATE '{earliest}' OR {t} > current_date)",
+                lit(f"a date between {earliest} and today"),
+                found,
+            )
+        )
     return out
+
+
+def enum_expected(col: Column, found: str) -> str:
+    """SQL for the expected text of a refused enum value: the canonical values, and how to
+    map the source's own spelling (``found``, an SQL expression) in the config."""
+    allowed = ", ".join(col.values)
+    head = f"one of {allowed} (map other spellings in this source's [[sources]] block: values = {{ {col.name} = {{ \""
+    spelling = f"replace(left({found}, 40), '\"', '\\\"')"  # quoted the way TOML wants it
+    tail = '" = "..." } })'
+    return f"{lit(head)} || {spelling} || {lit(tail)}"
 
 
 def validation_sql(ctx: SourceContext, salt: str) -> str:
     """The query that types and checks ``_batch`` (source columns + ``_row``, ``_line``).
 
     Output columns: the canonical columns, ``__raw_<c>`` for PII and text columns,
-    ``_row``, ``_line``, ``_row_hash``, ``_err_field``, ``_err_expected``,
-    ``_err_found`` and ``__rec`` (the source row as a struct, for quarantine).
+    ``_row``, ``_line``, ``_row_hash``, ``_row_key`` (see ``row_key_sql``), ``_erased``,
+    ``_err_field``, ``_err_expected``, ``_err_found`` and ``__rec`` (the source row as a
+    struct, for quarantine).
     """
     cols = ctx.table.columns
     raw_sel = ", ".join(f"{_raw(c, ctx)} AS {q('r_' + c.name)}" for c in cols)
     typed_sel = ", ".join(f"{_typed(c, q('r_' + c.name), ctx)} AS {q('t_' + c.name)}" for c in cols)
     checks = [chk + (c.name,) for c in cols for chk in _checks(c, q("r_" + c.name), q("t_" + c.name), ctx)]
+    erased = ctx.erased_sql
+    if erased is not None:  # before every other rule: nothing of an erased customer is kept
+        subject = ctx.table.subject.name  # type: ignore[union-attr]
+        checks.insert(0, (erased, lit(ERASED_EXPECTED), lit(ERASED_FOUND), subject))
     field_case = "CASE " + " ".join(f"WHEN {cond} THEN {lit(name)}" for cond, _e, _f, name in checks) + " END"
     exp_case = "CASE " + " ".join(f"WHEN {cond} THEN {e}" for cond, e, _f, _n in checks) + " END"
     found_case = "CASE " + " ".join(f"WHEN {cond} THEN left({f}, 200)" for cond, _e, f, _n in checks) + " END"
@@ -165,6 +240,8 @@ def validation_sql(ctx: SourceContext, salt: str) -> str:
             t = f"COALESCE({t}, {c.default})"
         if c.type == "money" and ctx.table.name == "orders":
             t = f"CAST({t} * {ctx.rate_sql(q('r_currency'))} AS DECIMAL(18,2))"
+        if c.derived_from and not ctx.mapping.get(c.name) and ctx.mapping.get(c.derived_from):
+            t = _derived(c, ctx.table.column(c.derived_from))
         if c.name == "language":
             text = q("t_text")
             t = (
@@ -177,12 +254,35 @@ def validation_sql(ctx: SourceContext, salt: str) -> str:
     mapped = [q("r_" + c.name) for c in cols if ctx.mapping.get(c.name)]
     hashed = ", ".join(mapped) or "''"
     row_hash = f"md5({lit(salt)} || concat_ws(chr(31), {hashed}))"
+    keys = [q("r_" + k) for k in ctx.table.key]
+    row_key = (
+        f"CASE WHEN {' AND '.join(f'{k} IS NOT NULL' for k in keys)} "
+        f"THEN md5({lit(salt + ROW_KEY_TAG)} || concat_ws(chr(31), {', '.join(keys)})) "
+        f"ELSE md5({lit(salt + ROW_RECORD_TAG)} || concat_ws(chr(31), {hashed})) END"
+    )
     return f"""
 WITH r AS (SELECT _row, _line, b AS __rec, {raw_sel} FROM _batch b),
 t AS (SELECT *, {typed_sel} FROM r)
-SELECT {", ".join(out_cols)}, _row, _line, {row_hash} AS _row_hash,
+SELECT {", ".join(out_cols)}, _row, _line, {row_hash} AS _row_hash, {row_key} AS _row_key,
+       {f"COALESCE({erased}, false)" if erased else "false"} AS _erased,
        {field_case} AS _err_field, {exp_case} AS _err_expected, {found_case} AS _err_found, __rec
 FROM t"""
+
+
+def _derived(col: Column, source: Column) -> str:
+    """``col`` computed from another column of the row (a year from a date)."""
+    if col.type == "int" and source.type == "date":
+        return f"CAST(year({q('t_' + source.name)}) AS BIGINT)"
+    raise ValueError(f"cannot derive {col.type} {col.name} from {source.type} {source.name}")  # pragma: no cover
+
+
+def row_key(salt: str, key_values: list[str] | None, record: str) -> str:
+    """The quarantine's ``row_key`` computed in Python (for rows the parser rejected): the
+    same keyed hash as ``validation_sql`` when the table key could be read, else a keyed
+    hash of the raw record."""
+    if key_values is not None and all(key_values):
+        return hashlib.md5((salt + ROW_KEY_TAG + "\x1f".join(key_values)).encode("utf-8")).hexdigest()
+    return hashlib.md5((salt + ROW_RECORD_TAG + record).encode("utf-8")).hexdigest()
 
 
 def keys_sql(table: Table, stage: str) -> str:
