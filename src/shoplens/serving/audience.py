@@ -20,6 +20,7 @@ placeholders and error messages; a parser generator would add a dependency for ~
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -32,6 +33,10 @@ _TOKEN = re.compile(
     r"|(?P<op><=|>=|!=|<>|=|<|>)|(?P<punct>[(),])|(?P<word>[A-Za-z_\u4e00-\u9fff][\w.\u4e00-\u9fff]*))"
 )
 MAX_NODES = 200
+# SQLite's parser stack (YYSTACKDEPTH 100) overflows at about 30 nested parenthesised
+# ANDs; 20 levels of and/or/not (or parentheses in the text form) leaves a margin.
+MAX_DEPTH = 20
+MAX_INT = 2**63  # SQLite binds 64-bit integers only
 
 
 class FilterError(ShopLensError):
@@ -73,6 +78,7 @@ class _Parser:
     def __init__(self, tokens: list[tuple[str, Any]]) -> None:
         self.t = tokens
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, Any] | None:
         return self.t[self.i] if self.i < len(self.t) else None
@@ -101,13 +107,17 @@ class _Parser:
 
     def factor(self) -> dict[str, Any]:
         tok = self.peek()
-        if tok == ("kw", "not"):
+        if tok in (("kw", "not"), ("(", "(")):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise FilterError(f"filter: NOT and parentheses nested more than {MAX_DEPTH} levels deep")
             self.i += 1
-            return {"not": self.factor()}
-        if tok == ("(", "("):
-            self.i += 1
-            inner = self.expr()
-            self.take(")")
+            if tok == ("kw", "not"):
+                inner = {"not": self.factor()}
+            else:
+                inner = self.expr()
+                self.take(")")
+            self.depth -= 1
             return inner
         field = self.take("field")
         nxt = self.peek()
@@ -150,15 +160,18 @@ def parse_text(text: str) -> dict[str, Any]:
 def compile_filter(tree: dict[str, Any], fields: dict[str, str]) -> tuple[str, list[Any]]:
     """SQL WHERE clause (with ``?`` placeholders) and its parameters.
 
-    ``fields`` maps allowed field names to "number" or "text".
+    ``fields`` maps allowed field names to "number" or "text". Operators are case-blind;
+    numbers must be finite (integers within 64 bits), text valid Unicode.
     """
     params: list[Any] = []
     count = [0]
 
-    def node(n: Any) -> str:
+    def node(n: Any, depth: int) -> str:
         count[0] += 1
         if count[0] > MAX_NODES:
             raise FilterError(f"filter: more than {MAX_NODES} conditions")
+        if depth > MAX_DEPTH:
+            raise FilterError(f"filter: and/or/not nested more than {MAX_DEPTH} levels deep")
         if not isinstance(n, dict):
             raise FilterError(f"filter: expected an object, found {type(n).__name__}")
         if set(n) in ({"and"}, {"or"}):
@@ -166,40 +179,69 @@ def compile_filter(tree: dict[str, Any], fields: dict[str, str]) -> tuple[str, l
             items = n[key]
             if not isinstance(items, list) or not items:
                 raise FilterError(f"filter: '{key}' needs a non-empty list")
-            return "(" + f" {key.upper()} ".join(node(i) for i in items) + ")"
+            return "(" + f" {key.upper()} ".join(node(i, depth + 1) for i in items) + ")"
         if set(n) == {"not"}:
-            return f"(NOT {node(n['not'])})"
+            return f"(NOT {node(n['not'], depth + 1)})"
         if set(n) != {"field", "op", "value"}:
             raise FilterError(f"filter: a condition has keys field, op, value; found {sorted(n)}")
-        field, op, value = n["field"], str(n["op"]).lower(), n["value"]
+        field, op, value = n["field"], n["op"], n["value"]
+        if not isinstance(field, str) or not isinstance(op, str):
+            raise FilterError(f"filter: field and op are text, found {type(field).__name__} and {type(op).__name__}")
+        op = op.lower()
         if field not in fields:
-            raise FilterError(f"filter: unknown field {field!r}; allowed: {', '.join(sorted(fields))}")
+            raise FilterError(f"filter: unknown field {_short(field)}; allowed: {', '.join(sorted(fields))}")
         if op not in OPS:
-            raise FilterError(f"filter: unknown operator {op!r}; allowed: {', '.join(sorted(OPS))}")
+            raise FilterError(f"filter: unknown operator {_short(op)}; allowed: {', '.join(sorted(OPS))}")
         kind = fields[field]
         col = '"' + field + '"'
 
         def bind(v: Any) -> str:
-            if kind == "number" and not (isinstance(v, int | float) and not isinstance(v, bool)):
-                raise FilterError(f"filter: {field} is a number, found {v!r}")
-            if kind == "text" and not isinstance(v, str):
-                raise FilterError(f"filter: {field} is text, found {v!r}")
+            if kind == "number":
+                if not (isinstance(v, int | float) and not isinstance(v, bool)):
+                    raise FilterError(f"filter: {field} is a number, found {_short(v)}")
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise FilterError(f"filter: {field} needs a finite number, found {v!r}")
+                if isinstance(v, int) and not -MAX_INT <= v < MAX_INT:
+                    raise FilterError(f"filter: {field}: {_short(v)} is out of range (integers are 64-bit)")
+            if kind == "text":
+                if not isinstance(v, str):
+                    raise FilterError(f"filter: {field} is text, found {_short(v)}")
+                if not valid_unicode(v):
+                    raise FilterError(f"filter: {field}: the value is not valid Unicode (a lone surrogate)")
             params.append(v)
             return "?"
 
         if op == "between":
             if not isinstance(value, list) or len(value) != 2:
-                raise FilterError(f"filter: between needs [low, high], found {value!r}")
+                raise FilterError(f"filter: between needs [low, high], found {_short(value)}")
             return f"({col} BETWEEN {bind(value[0])} AND {bind(value[1])})"
         if op == "in":
             if not isinstance(value, list) or not value or len(value) > 1000:
-                raise FilterError(f"filter: in needs a list of 1 to 1,000 values, found {value!r}")
+                raise FilterError(f"filter: in needs a list of 1 to 1,000 values, found {_short(value)}")
             return f"({col} IN ({', '.join(bind(v) for v in value)}))"
         if op in ("<", "<=", ">", ">=") and kind != "number":
             raise FilterError(f"filter: {op} needs a number field, {field} is text")
         return f"({col} {op} {bind(value)})"
 
-    return node(tree), params
+    return node(tree, 0), params
+
+
+def valid_unicode(text: str) -> bool:
+    """False for text holding a lone surrogate (not encodable, so not storable).
+
+    >>> valid_unicode("上海"), valid_unicode("\\ud800")
+    (True, False)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def to_text(tree: dict[str, Any]) -> str:
@@ -213,7 +255,7 @@ def to_text(tree: dict[str, Any]) -> str:
     def lit(v: Any) -> str:
         return "'" + v.replace("'", "\\'") + "'" if isinstance(v, str) else f"{v:g}"
 
-    f, op, v = tree["field"], tree["op"], tree["value"]
+    f, op, v = tree["field"], str(tree["op"]).lower(), tree["value"]
     if op == "between":
         return f"{f} BETWEEN {lit(v[0])} AND {lit(v[1])}"
     if op == "in":
