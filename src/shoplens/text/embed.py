@@ -9,13 +9,16 @@
 
 ``CachedEmbedder`` de-duplicates a batch, looks each text up in a SQLite table keyed by
 SHA-256 of (embedder id, text), embeds only the misses, in batches, with a progress
-bar showing texts/s, and stores them, so a re-build embeds nothing it has seen.
+bar showing texts/s, and stores them, so a re-build embeds nothing it has seen. One
+``CachedEmbedder`` may be shared by threads (the REST API's worker threads): its cache
+connection is not tied to the thread that opened it and a lock guards it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,22 +102,32 @@ class CachedEmbedder:
         self.id, self.dim = inner.id, inner.dim
         self.hits = self.misses = 0
         self._con: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(path)
+            self._con = sqlite3.connect(path, check_same_thread=False)
             self._con.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
 
     def _lookup(self, keys: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         if self._con is None:
             return found
-        for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
-            chunk = keys[i : i + 900]
-            rows = self._con.execute(
-                f"SELECT key, vec FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk
-            ).fetchall()
-            found.update((k, np.frombuffer(v, np.float32)) for k, v in rows)
+        with self._lock:
+            for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
+                chunk = keys[i : i + 900]
+                rows = self._con.execute(
+                    f"SELECT key, vec FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                found.update((k, np.frombuffer(v, np.float32)) for k, v in rows)
         return found
+
+    def _store(self, keys: list[str], vectors: np.ndarray) -> None:
+        if self._con is None:
+            return
+        with self._lock:
+            self._con.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)",
+                                  [(k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors, strict=True)])
+            self._con.commit()  # each batch is durable: a killed build keeps what it embedded
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         unique = list(dict.fromkeys(texts))
@@ -129,10 +142,7 @@ class CachedEmbedder:
             batch = todo[i : i + self.batch_size]
             out = self.inner.embed(batch)
             vectors.update(zip(batch, out, strict=True))
-            if self._con is not None:
-                self._con.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)",
-                                      [(keys[t], v.astype(np.float32).tobytes()) for t, v in zip(batch, out, strict=True)])
-                self._con.commit()  # each batch is durable: a killed build keeps what it embedded
+            self._store([keys[t] for t in batch], out)
             if self.on_progress:
                 done = i + len(batch)
                 self.on_progress(done, len(todo), done / max(time.perf_counter() - t0, 1e-9))
@@ -141,9 +151,10 @@ class CachedEmbedder:
         return np.stack([vectors[t] for t in texts]).astype(np.float32)
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
 
 USER_EMBED_CACHE = Path.home() / ".cache" / "shoplens" / "embeddings.sqlite"
