@@ -90,3 +90,6 @@ class LocalGGUF:
             prompt += "\n\nAnswer with one JSON object only."
         with model.chat_session(system_prompt=system):
             return str(model.generate(prompt, max_tokens=self.max_tokens, temp=0.0))
+
+    def remember(self, messages: list[dict[str, str]], reply: str) -> None:
+        """No cache: the model runs in-process."""

@@ -2,12 +2,18 @@
 
 POST ``{base_url}/chat/completions``; timeouts, retries with exponential backoff on
 connection errors, 429 and 5xx (honouring Retry-After), optional streaming (server-sent
-events), JSON mode, and a response cache keyed by the prompt's hash.
+events), JSON mode, and a response cache keyed by the prompt's hash. A plain-text reply is
+cached as received; a JSON-mode reply only once its caller accepted it (``remember``).
+
+Errors say what happened (HTTP status, timeout, cannot connect, malformed answer) without
+the endpoint's URL or response body, which may reach API clients; the body goes to the
+``shoplens.llm`` logger at debug level.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -17,6 +23,7 @@ import httpx
 from shoplens.llm.base import LLMError, ResponseCache, bounded
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+log = logging.getLogger("shoplens.llm")
 
 
 class OpenAICompatible:
@@ -42,9 +49,14 @@ class OpenAICompatible:
             body["response_format"] = {"type": "json_object"}
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         reply = self._post(body, headers)
-        if self.cache is not None:
+        if self.cache is not None and not json_mode:
             self.cache.put(key, reply)
         return reply
+
+    def remember(self, messages: list[dict[str, str]], reply: str) -> None:
+        """Cache a JSON-mode reply that passed its caller's validation."""
+        if self.cache is not None:
+            self.cache.put(ResponseCache.key(self.base_url, self.model, messages, True), reply)
 
     def _post(self, body: dict[str, Any], headers: dict[str, str]) -> str:
         url = f"{self.base_url}/chat/completions"
@@ -60,7 +72,8 @@ class OpenAICompatible:
                     last = f"HTTP {r.status_code}"
                     wait = float(r.headers.get("retry-after", wait)) if r.headers.get("retry-after", "").replace(".", "", 1).isdigit() else wait
                 elif r.status_code != 200:
-                    raise LLMError(f"LLM endpoint {url} answered HTTP {r.status_code}: {r.text[:200]}")
+                    log.debug("LLM endpoint %s answered HTTP %s: %s", url, r.status_code, r.text[:200])
+                    raise LLMError(f"the LLM endpoint answered HTTP {r.status_code}")
                 else:
                     return self._content(r.json())
             except httpx.TimeoutException:
@@ -68,10 +81,10 @@ class OpenAICompatible:
             except httpx.TransportError as err:
                 last = f"cannot connect ({err.__class__.__name__})"
             except (json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
-                raise LLMError(f"LLM endpoint {url} sent a malformed response ({err.__class__.__name__})") from None
+                raise LLMError(f"the LLM endpoint sent a malformed response ({err.__class__.__name__})") from None
             if attempt < self.max_retries:
                 time.sleep(min(wait, 30.0))
-        raise LLMError(f"LLM endpoint {url} failed after {self.max_retries + 1} tries: {last}")
+        raise LLMError(f"the LLM endpoint failed after {self.max_retries + 1} tries: {last}")
 
     @staticmethod
     def _content(data: dict[str, Any]) -> str:
@@ -84,7 +97,7 @@ class OpenAICompatible:
         parts: list[str] = []
         with client.stream("POST", url, json=body, headers=headers) as r:
             if r.status_code != 200:
-                raise LLMError(f"LLM endpoint {url} answered HTTP {r.status_code}")
+                raise LLMError(f"the LLM endpoint answered HTTP {r.status_code}")
             for line in r.iter_lines():
                 if not line.startswith("data:"):
                     continue

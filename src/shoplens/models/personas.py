@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from shoplens.llm.base import LLMError, LLMProvider, ask_json
+from shoplens.llm.base import AnswerRejected, LLMError, LLMProvider, ask_json
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\.\d+)?%?")
 
@@ -185,16 +185,17 @@ def llm_persona(provider: LLMProvider, s: SegmentStats, all_categories: set[str]
     ]
     problems: list[str] = []
     for attempt in range(2):
-        try:
-            draft = ask_json(provider, messages, PersonaDraft)
+        try:  # only a grounded draft reaches the LLM response cache
+            draft = ask_json(provider, messages, PersonaDraft, check=lambda d: check_grounding(d, figures, all_categories))
+        except AnswerRejected as err:
+            problems = err.problems
+            messages = [*messages, {"role": "assistant", "content": err.reply},
+                        {"role": "user", "content": "Fix these problems, use only the given figures: " + "; ".join(problems)}]
+            continue
         except LLMError as err:
             problems.append(str(err))
             break
-        problems = check_grounding(draft, figures, all_categories)
-        if not problems:
-            return Persona(draft.name, draft.persona, list(draft.actions), "llm" if attempt == 0 else "llm-retried")
-        messages = [*messages, {"role": "assistant", "content": draft.model_dump_json()},
-                    {"role": "user", "content": "Fix these problems, use only the given figures: " + "; ".join(problems)}]
+        return Persona(draft.name, draft.persona, list(draft.actions), "llm" if attempt == 0 else "llm-retried")
     fallback = template_persona(s, lang)
     fallback.source = "template-after-rejected-llm"
     fallback.problems = problems

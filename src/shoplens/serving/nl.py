@@ -3,7 +3,8 @@
 The question goes to the configured LLM with the list of fields and the JSON filter
 grammar; the answer must be a JSON filter, which is validated and compiled through the
 same whitelist as a hand-written one, so an LLM (or a prompt-injected question) can
-never produce SQL. PII in the question is masked before the LLM sees it.
+never produce SQL. PII in the question is masked before the LLM sees it. An answer whose
+filter does not compile is never cached: the same question asks the LLM again.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from shoplens.llm.base import LLMProvider, ask_json
+from shoplens.llm.base import AnswerRejected, LLMProvider, ask_json
 from shoplens.privacy import mask_text
-from shoplens.serving.audience import FilterError, compile_filter
+from shoplens.serving.audience import FilterError, compile_filter, valid_unicode
 from shoplens.serving.profile_store import FLAT_FIELDS
 
 MAX_QUESTION = 500
@@ -63,9 +64,18 @@ def question_to_filter(provider: LLMProvider, question: str) -> tuple[dict[str, 
         raise FilterError("question: empty")
     if len(question) > MAX_QUESTION:
         raise FilterError(f"question: longer than {MAX_QUESTION} characters")
-    answer = ask_json(provider, prompt(question), FilterAnswer)
+    if not valid_unicode(question):
+        raise FilterError("question: not valid Unicode (a lone surrogate)")
+    try:
+        answer = ask_json(provider, prompt(question), FilterAnswer, check=_filter_problems)
+    except AnswerRejected as err:
+        raise FilterError(f"the LLM's filter was rejected: {err.problems[0]}") from None
+    return answer.filter, answer.explanation
+
+
+def _filter_problems(answer: FilterAnswer) -> list[str]:
     try:
         compile_filter(answer.filter, FLAT_FIELDS)
     except FilterError as err:
-        raise FilterError(f"the LLM's filter was rejected: {str(err).removeprefix('filter: ')}") from None
-    return answer.filter, answer.explanation
+        return [str(err).removeprefix("filter: ")]
+    return []
