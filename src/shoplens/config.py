@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -84,7 +86,8 @@ class PrivacyConfig(_Strict):
     """De-identification at ingest."""
 
     key_env: str = "SHOPLENS_SECRET_KEY"
-    key_file: str = ".shoplens/secret.key"
+    # empty: a file under the user's config folder, outside the shop (see Config.key_path)
+    key_file: str = ""
     pii: dict[str, Literal["encrypt", "drop"]] = Field(default_factory=dict)  # default per column: schema pii_default
     raw_text: Literal["encrypt", "drop"] = "encrypt"
 
@@ -203,10 +206,34 @@ class Config(_Strict):
     def store_path(self) -> Path:
         return self.resolve(self.store.path)
 
+    @property
+    def key_path(self) -> Path:
+        """Where the secret key lives: ``[privacy] key_file`` if set; else a file of the user's
+        config folder named after the shop's folder, so copying a shop folder never copies
+        its key (``$SHOPLENS_KEY_DIR``, else ``$XDG_CONFIG_HOME/shoplens/keys``, else
+        ``~/.config/shoplens/keys``). A key at the old default ``.shoplens/secret.key``
+        inside the shop is still read, so existing shops keep their pseudonyms."""
+        if self.privacy.key_file:
+            return self.resolve(self.privacy.key_file)
+        legacy = self.root / ".shoplens" / "secret.key"
+        if legacy.exists():
+            return legacy
+        root = self.root.resolve()
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", root.name).strip("-")[:40] or "shop"
+        return user_key_dir() / f"{slug}-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}.key"
+
     def fingerprint(self) -> str:
         """Hash of the settings that change build results (recorded in each snapshot)."""
         payload = self.model_dump(mode="json", include={"features", "defaults", "predictions", "segments", "text"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def user_key_dir() -> Path:
+    """The folder for shops' secret keys, outside every shop folder."""
+    if os.environ.get("SHOPLENS_KEY_DIR"):
+        return Path(os.environ["SHOPLENS_KEY_DIR"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "shoplens" / "keys"
 
 
 def _describe(err: ValidationError, origin: str) -> str:

@@ -83,10 +83,13 @@ class Store:
     True
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, timezone: str = "UTC") -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, timezone: str = "UTC",
+                 memory_limit: str | None = None, read_only: bool = False) -> None:
         self.con = con
         self.path = path
         self.timezone = timezone
+        self.memory_limit = memory_limit
+        self.read_only = read_only
 
     def ibis(self) -> Any:
         """An Ibis backend over this connection (Ibis resets the session time zone; restore it)."""
@@ -111,10 +114,31 @@ class Store:
             raise StoreError(f"cannot open store {p}: {err}") from None
         con.execute(f"SET TimeZone = '{timezone}'")
         tune(con, memory_limit)
-        store = cls(con, p, timezone)
+        store = cls(con, p, timezone, memory_limit, read_only)
         if not read_only:
             store._ensure_schema()
+            store._finish_erasure()
         return store
+
+    def reopen(self) -> None:
+        """Open the connection again (after the file was replaced by compaction)."""
+        try:
+            self.con = duckdb.connect(self.path, read_only=self.read_only)
+        except duckdb.IOException as err:
+            raise StoreError(f"cannot open store {self.path}: {err}") from None
+        self.con.execute(f"SET TimeZone = '{self.timezone}'")
+        tune(self.con, self.memory_limit)
+
+    def _finish_erasure(self) -> None:
+        """An erasure killed before its compaction left a marker: compact now."""
+        if self.path == ":memory:":
+            return
+        from shoplens.erasure import compact, pending_marker
+
+        marker = pending_marker(Path(self.path))
+        if marker.exists():
+            compact(self)
+            marker.unlink(missing_ok=True)
 
     @classmethod
     def for_config(cls, cfg: Config, read_only: bool = False) -> Store:

@@ -123,7 +123,7 @@ def register_functions(con: duckdb.DuckDBPyConnection, keys: Keys) -> None:
 
 
 def keys_for(cfg: Config, create: bool = False) -> Keys:
-    return load_keys(cfg.privacy.key_env, cfg.resolve(cfg.privacy.key_file), create=create)
+    return load_keys(cfg.privacy.key_env, cfg.key_path, create=create)
 
 
 def optional_keys(cfg: Config) -> Keys | None:
