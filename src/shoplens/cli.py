@@ -362,12 +362,30 @@ def main() -> None:
         from shoplens.fsutil import describe_os_error
 
         _fail(describe_os_error(err))
-    except Exception as err:  # DuckDB reports a full or read-only disk as its own IOException
-        import duckdb
-
-        if not isinstance(err, duckdb.IOException | duckdb.PermissionException):
+    except Exception as err:  # DuckDB reports a full or read-only disk as its own exceptions
+        reason = _storage_failure(err)
+        if reason is None:
             raise
-        _fail(f"the store could not be written: {str(err).splitlines()[0]}")
+        _fail(f"the store could not be written: {reason} (the last complete snapshot is still current)")
+
+
+_IO_WORDS = ("could not write", "no space left", "file too large", "read-only file system", "permission denied",
+             "could not open", "could not truncate", "could not fsync", "disk quota")
+
+
+def _storage_failure(err: BaseException) -> str | None:
+    """The one-line reason when ``err`` (or its cause) is the store failing on the file system."""
+    import duckdb
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, duckdb.Error):
+            first = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
+            if isinstance(seen, duckdb.IOException | duckdb.PermissionException) or \
+                    any(w in first.lower() for w in _IO_WORDS):
+                return first
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _fail(message: str) -> None:
