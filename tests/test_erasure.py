@@ -115,7 +115,7 @@ def test_erasure_leaves_no_recoverable_byte_in_any_file(shop: Path) -> None:
 
     assert _search(shop, needles) == []
     with Store.for_config(load_config(cfg_path), read_only=True) as st:
-        assert st.scalar("SELECT count(*) FROM erased_subjects") == 1
+        assert st.scalar("SELECT count(*) FROM erased_subjects") == 1 + sum(k.startswith("order ") for k in needles)
         assert st.current_snapshot() is not None  # the store still works after compaction
         assert st.scalar("SELECT count(*) FROM customers") > 0
 
@@ -126,9 +126,11 @@ def test_erased_customer_stays_out_of_later_ingests(shop: Path) -> None:
     keys = keys_for(cfg)
     with Store.for_config(cfg) as st:
         forget(st, raw, keys, cfg)
-    # the shop exports its customers again, with a change, so the file is read anew
-    path = shop / "customers.csv"
-    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").rstrip(b"\n") + b"\n")
+    orders = [r["order_id"] for r in csv.DictReader((shop / "orders.csv").open(encoding="utf-8")) if r["customer_id"] == raw]
+    # the shop exports its customers, orders and order lines again, with a change, so the files are read anew
+    for name in ("customers.csv", "orders.csv", "order_items.csv"):
+        path = shop / name
+        path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").rstrip(b"\n") + b"\n")
     with Store.for_config(cfg) as st:
         ingest(cfg, st)
         cid = keys.pseudonym(raw)
@@ -137,6 +139,11 @@ def test_erased_customer_stays_out_of_later_ingests(shop: Path) -> None:
         assert st.scalar("SELECT count(*) FROM orders WHERE customer_id = ?", [cid]) == 0
         erased = st.con.execute("SELECT count(*), count(record_enc) FROM quarantine WHERE reason = 'erased'").fetchall()[0]
         assert erased[0] >= 1 and erased[1] == 0
+        # their order lines name no customer, only the erased orders: also "erased", with nothing kept
+        lines = st.con.execute("SELECT reason, record_enc, found FROM quarantine WHERE table_name = 'order_items' "
+                               "AND field = 'order_id' AND resolved_ingest IS NULL").fetchall()
+        assert not [r for r in lines if r[0] != "erased" and any(o in (r[2] or "") for o in orders)]
+        assert any(r[0] == "erased" and r[1] is None for r in lines)
 
 
 def test_unknown_customer_is_not_found_and_changes_nothing(shop: Path) -> None:

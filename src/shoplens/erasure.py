@@ -120,7 +120,10 @@ def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None,
             _erase_quotes(store, texts, report)
         found = report.total
         if found:
-            con.execute("INSERT OR IGNORE INTO erased_subjects VALUES (?, now())", [keys.subject_hash(cid)])
+            from shoplens.ingest.validate import ERASED_ORDER_PREFIX
+
+            hashes = [keys.subject_hash(cid)] + [keys.subject_hash(ERASED_ORDER_PREFIX + o) for o in orders]
+            con.executemany("INSERT OR IGNORE INTO erased_subjects VALUES (?, now())", [[h] for h in hashes])
     return texts
 
 

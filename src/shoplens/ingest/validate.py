@@ -32,6 +32,7 @@ from shoplens.schema import (
 EARLIEST = "1990-01-01"
 DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d", "%Y年%m月%d日")
 ERASED_FOUND = "(erased customer)"
+ERASED_ORDER_PREFIX = "order:"  # suppression entries for an erased customer's orders
 ERASED_EXPECTED = "a customer who has not been erased (rows of erased customers are never stored again)"
 # a quarantined row is known by a keyed hash of its table key (or, when that cannot be
 # read, of its whole record), so a later ingest that accepts the same row resolves it
@@ -67,12 +68,27 @@ class SourceContext:
     check_erased: bool = False  # the suppression list is not empty: test each row's customer
 
     @property
+    def erased_field(self) -> str | None:
+        """The column that ties a row to a possibly erased customer: the customer id, or
+        for order lines (which name no customer) the order id."""
+        if self.table.subject is not None:
+            return self.table.subject.name
+        orders = [c.name for c in self.table.columns if c.references == "orders.order_id"]
+        return orders[0] if orders else None
+
+    @property
     def erased_sql(self) -> str | None:
-        """Condition true for a row of an erased customer (None when nothing can match)."""
-        subject = self.table.subject
-        if subject is None or not self.check_erased:
+        """Condition true for a row of an erased customer (None when nothing can match).
+
+        Erasure lists ``subject_hash(pseudonym)`` for the customer and
+        ``subject_hash(ERASED_ORDER_PREFIX + order_id)`` for each of their orders."""
+        name = self.erased_field
+        if name is None or not self.check_erased:
             return None
-        return f"sl_subject({q('t_' + subject.name)}) IN (SELECT subject_hash FROM erased_subjects)"
+        value = q("t_" + name)
+        if self.table.subject is None:
+            value = f"{lit(ERASED_ORDER_PREFIX)} || {value}"
+        return f"sl_subject({value}) IN (SELECT subject_hash FROM erased_subjects)"
 
     def rate_sql(self, currency: str) -> str:
         """Factor that converts an amount in ``currency`` (SQL expr) to the base currency."""
@@ -228,8 +244,7 @@ def validation_sql(ctx: SourceContext, salt: str) -> str:
     checks = [chk + (c.name,) for c in cols for chk in _checks(c, q("r_" + c.name), q("t_" + c.name), ctx)]
     erased = ctx.erased_sql
     if erased is not None:  # before every other rule: nothing of an erased customer is kept
-        subject = ctx.table.subject.name  # type: ignore[union-attr]
-        checks.insert(0, (erased, lit(ERASED_EXPECTED), lit(ERASED_FOUND), subject))
+        checks.insert(0, (erased, lit(ERASED_EXPECTED), lit(ERASED_FOUND), str(ctx.erased_field)))
     field_case = "CASE " + " ".join(f"WHEN {cond} THEN {lit(name)}" for cond, _e, _f, name in checks) + " END"
     exp_case = "CASE " + " ".join(f"WHEN {cond} THEN {e}" for cond, e, _f, _n in checks) + " END"
     found_case = "CASE " + " ".join(f"WHEN {cond} THEN left({f}, 200)" for cond, _e, f, _n in checks) + " END"
