@@ -179,3 +179,15 @@ def test_compaction_keeps_sequences_indexes_and_snapshots(shop: Path) -> None:
         assert {t: st.scalar(f"SELECT count(*) FROM {t}") for t in before} == before
         assert st.current_snapshot() == snap
         assert st.scalar("SELECT nextval('ingest_seq')") == seq + 1
+
+
+def test_raw_session_ids_stored_by_an_older_version_are_pseudonymised_and_compacted(shop: Path) -> None:
+    cfg = load_config(shop / "shoplens.toml")
+    with Store.for_config(cfg) as st:  # what an older version stored: the shop's raw id inside the session id
+        st.con.execute("UPDATE events SET session_id = 'U99999999-s1' WHERE rowid % 7 = 0")
+        st.con.execute("CHECKPOINT")
+    assert b"U99999999-s1" in cfg.store_path.read_bytes()
+    with Store.for_config(cfg) as st:
+        ingest(cfg, st)
+        assert st.scalar("SELECT count(*) FROM events WHERE session_id NOT LIKE 'c\\_%' ESCAPE '\\'") == 0
+    assert b"U99999999-s1" not in cfg.store_path.read_bytes()

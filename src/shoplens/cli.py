@@ -75,7 +75,7 @@ def _print_ingest(results: list[Any]) -> None:
     for col in ("table", "source", "rows in", "accepted", "unchanged", "quarantined", ""):
         t.add_column(col, justify="right" if col in ("rows in", "accepted", "unchanged", "quarantined") else "left")
     for r in results:
-        note = "skipped: identical file already ingested" if r.skipped else ""
+        note = "skipped: same file, same settings as before (--force re-reads)" if r.skipped else ""
         t.add_row(r.table, r.source, f"{r.rows_in:,}", f"{r.accepted:,}", f"{r.unchanged:,}",
                   f"[yellow]{r.quarantined:,}[/]" if r.quarantined else "0", note)
     console.print(t)

@@ -30,8 +30,8 @@ from shoplens.ingest.quarantine import INSERT, quarantine_report, resolve
 from shoplens.ingest.readers import Batch, CsvReader, SourceReader, open_reader
 from shoplens.ingest.rejects import RejectContext, quarantine_rejects
 from shoplens.ingest.validate import SourceContext, keys_sql, q, validation_sql
-from shoplens.privacy import Keys, load_keys
-from shoplens.schema import INGEST_ORDER, Table, table
+from shoplens.privacy import PSEUDONYM_HEX, Keys, load_keys
+from shoplens.schema import INGEST_ORDER, TABLES, Table, table
 from shoplens.store import Store
 
 __all__ = ["IngestResult", "ingest", "ingest_source", "quarantine_report", "resolve_mapping", "unmapped_columns"]
@@ -146,8 +146,30 @@ def ingest(
         raise ConfigError("no [[sources]] in the config: nothing to ingest")
     keys = keys_for(cfg, create=create_key)
     register_functions(store.con, keys)
+    pseudonymise_stored(store, keys)
     ordered = sorted(cfg.sources, key=lambda s: INGEST_ORDER.index(s.table))
     return [ingest_source(cfg, store, keys, s, progress, force) for s in ordered]
+
+
+def pseudonymise_stored(store: Store, keys: Keys) -> int:
+    """Bring rows stored before a column was declared ``pseudonymise`` (e.g.
+    ``events.session_id``, which kept the shop's raw customer id) in line, then compact the
+    store so the raw values leave no freed block behind. Returns the rows changed."""
+    changed = 0
+    for tbl in TABLES.values():
+        for col in tbl.columns:
+            if col.pseudonymise and col.name in {c.name for c in tbl.stored_columns}:
+                cond = f"{q(col.name)} IS NOT NULL AND NOT regexp_full_match({q(col.name)}, 'c_[0-9a-f]{{{PSEUDONYM_HEX}}}')"
+                n = int(store.scalar(f"SELECT count(*) FROM {tbl.name} WHERE {cond}"))
+                if n:
+                    store.con.execute(f"UPDATE {tbl.name} SET {q(col.name)} = sl_pseudo({q(col.name)}) WHERE {cond}")
+                    changed += n
+    if changed:
+        from shoplens.erasure import compact
+
+        compact(store)
+        register_functions(store.con, keys)  # the compacted store has a new connection
+    return changed
 
 
 def _digest(reader: SourceReader, cfg: Config, src: SourceConfig, tbl: Table) -> str | None:
