@@ -129,6 +129,7 @@ def segments_show(segment_id: Annotated[int, typer.Argument(help="Segment id fro
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who the key is for.")],
     role: Annotated[str, typer.Option(help="admin, analyst or service.")] = "analyst",
+    expires_days: Annotated[float | None, typer.Option(help="Days until the key stops working (default: never).")] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
@@ -136,9 +137,75 @@ def keys_create(
 
     cfg = _load(config)
     access = Access(cfg.store_path)
-    key = access.create_key(name, role)
-    access.close()
-    console.print(f"API key for {name} ({role}), shown once: [bold]{key}[/]", soft_wrap=True)
+    try:
+        key = access.create_key(name, role, expires_days)
+    finally:
+        access.close()
+    until = f", expires in {expires_days:g} days" if expires_days is not None else ""
+    console.print(f"API key for {escape(name)} ({role}{until}), shown once: [bold]{key}[/]", soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """List keys: name, role, created, expires, revoked, last used (never the key or its hash)."""
+    from shoplens.serving.access import Access
+
+    cfg = _load(config)
+    access = Access(cfg.store_path)
+    try:
+        keys = access.list_keys()
+    finally:
+        access.close()
+    if not keys:
+        console.print("no API keys: 'shoplens keys create NAME --role ROLE' makes one")
+        return
+    t = Table(title="API keys (times in UTC)")
+    for col in ("name", "role", "created", "expires", "revoked", "last used"):
+        t.add_column(col)
+    for k in keys:
+        t.add_row(escape(k.name), k.role, _when(k.created_at), _when(k.expires_at, "never"), _when(k.revoked_at, ""),
+                  _when(k.last_used, "never"))
+    console.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name, as in 'shoplens keys list'.")],
+                config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Stop a key from working at once (it stays listed as revoked)."""
+    from shoplens.serving.access import Access
+
+    cfg = _load(config)
+    access = Access(cfg.store_path)
+    try:
+        access.revoke(name)
+    finally:
+        access.close()
+    console.print(f"revoked the API key {escape(name)}", soft_wrap=True)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    name: Annotated[str, typer.Argument(help="The key's name, as in 'shoplens keys list'.")],
+    expires_days: Annotated[float | None, typer.Option(help="Days until the new key stops working "
+                                                            "(default: the old key's lifetime, if it had one).")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Give a key a new secret (same name and role); the old secret stops working at once."""
+    from shoplens.serving.access import Access
+
+    cfg = _load(config)
+    access = Access(cfg.store_path)
+    try:
+        key = access.rotate(name, expires_days)
+    finally:
+        access.close()
+    console.print(f"new API key for {escape(name)}, shown once: [bold]{key}[/]", soft_wrap=True)
+
+
+def _when(ts: float | None, empty: str = "") -> str:
+    from datetime import UTC, datetime
+
+    return empty if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 @app.command()
@@ -147,12 +214,28 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
-    """Serve profiles, segments and audiences over HTTP (OpenAPI docs at /docs)."""
+    """Serve profiles, segments and audiences over HTTP (OpenAPI docs at /docs).
+
+    Each request logs one line: method, route template, status and milliseconds; URLs
+    (which hold customer ids) are never logged.
+    """
     import uvicorn
 
     from shoplens.serving.api import create_app
 
-    uvicorn.run(create_app(_load(config)), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(_load(config)), host=host, port=port, log_level="info", access_log=False,
+                log_config=_serve_log_config())
+
+
+def _serve_log_config() -> dict[str, Any]:
+    """uvicorn's logging set-up, its access log left off, plus our ``shoplens.access`` lines."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    conf = copy.deepcopy(LOGGING_CONFIG)
+    conf["loggers"]["shoplens.access"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return conf
 
 
 @app.command()
