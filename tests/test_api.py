@@ -77,7 +77,7 @@ def test_auth_no_key_wrong_key(server: dict) -> None:
     cid = server["example"]
     assert get(server, f"/profiles/{cid}").status_code == 401
     r = httpx.get(server["base"] + f"/profiles/{cid}", headers={"X-API-Key": "slk_wrong"}, timeout=10)
-    assert r.status_code == 401 and r.json() == {"error": "invalid API key"}
+    assert r.status_code == 401 and r.json() == {"error": "invalid API key", "code": "unauthorized"}
 
 
 def test_profile_by_role_and_masking(server: dict) -> None:

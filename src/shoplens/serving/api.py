@@ -1,8 +1,10 @@
 """The REST API (FastAPI): a thin door over the serving files, access control and the
 library. ``create_app(cfg)`` builds it; ``shoplens serve`` runs it with uvicorn.
 
-Every endpoint but ``/health`` needs an ``X-API-Key``; every request is audited. Errors
-are ``{"error": "..."}`` with the status the library's exception carries.
+Every endpoint but ``/health`` needs an ``X-API-Key``; every request is audited, with the
+customer's pseudonym in the stored path, never the id as typed (``guard``). Looking a
+customer up by the shop's own id is for admins only. Errors are ``{"error": "...",
+"code": "..."}`` with the status the library's exception carries.
 """
 
 from __future__ import annotations
@@ -11,22 +13,48 @@ import io
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shoplens.config import Config
-from shoplens.errors import ConfigError, NotFoundError, ShopLensError
+from shoplens.errors import ConfigError, NotFoundError
 from shoplens.privacy import PSEUDONYM_PREFIX, Keys
 from shoplens.serving.access import Access, Principal, require_role
-from shoplens.serving.audience import FilterError, compile_filter, parse_text, to_text
+from shoplens.serving.audience import (
+    FilterError,
+    compile_filter,
+    parse_text,
+    to_text,
+    valid_unicode,
+)
+from shoplens.serving.guard import (
+    MAX_BODY,
+    Audit,
+    AuditRecord,
+    BodyLimit,
+    audit_record,
+    install_error_handlers,
+)
 from shoplens.serving.profile_store import FLAT_FIELDS, ProfileReader
 
-MAX_BODY = 64 * 1024
+__all__ = ["MAX_BODY", "MAX_PAGE", "MAX_PAGE_NUMBER", "create_app"]
 MAX_PAGE = 1000
+MAX_PAGE_NUMBER = 1_000_000  # page * page_size stays far inside SQLite's 64-bit integers
 SERVICE_FIELDS = ("profile_version", "customer_id", "segment", "tags", "predictions", "provenance")
+ERASE_ROUTE = "/admin/customers/{customer_id}"
+
+
+def _unicode(text: str) -> str:
+    if not valid_unicode(text):
+        raise ValueError("not valid Unicode (holds a lone surrogate)")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class AudienceRequest(BaseModel):
@@ -34,9 +62,9 @@ class AudienceRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     filter: dict[str, Any] | None = None
-    text: str | None = Field(default=None, max_length=2000)
-    question: str | None = Field(default=None, max_length=500)  # plain language, needs [llm]
-    page: int = Field(default=1, ge=1)
+    text: Text | None = Field(default=None, max_length=2000)
+    question: Text | None = Field(default=None, max_length=500)  # plain language, needs [llm]
+    page: int = Field(default=1, ge=1, le=MAX_PAGE_NUMBER)
     page_size: int = Field(default=100, ge=1, le=MAX_PAGE)
     format: str = Field(default="json", pattern="^(json|csv|parquet)$")
 
@@ -45,7 +73,7 @@ class AnalyzeRequest(BaseModel):
     """Texts for the text analysers (masked before any of them sees the text)."""
 
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(min_length=1, max_length=100)
+    texts: list[Text] = Field(min_length=1, max_length=100)
 
 
 def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
@@ -60,58 +88,54 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
     reader = ProfileReader(store_path)
     access = Access(store_path)
     app = FastAPI(title="ShopLens", version="0.1", description="Customer profiles, segments and audiences.")
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_body=MAX_BODY)
+    # the erasure row never names the customer, whatever the outcome
+    app.add_middleware(Audit, access=access, fixed_paths={ERASE_ROUTE: "/admin/customers/(erased)"})
 
     def principal(request: Request, key: str | None) -> Principal:
-        who = access.authenticate(key)
-        request.state.who = who
-        return who
+        record = audit_record(request)
+        record.who = access.authenticate(key)
+        return record.who
 
-    def resolve(ref: str) -> str:
-        if ref.startswith(PSEUDONYM_PREFIX) or keys is None:
+    def resolve(who: Principal, ref: str, record: AuditRecord) -> str:
+        """The pseudonym for ``ref``: as given, or (admins only) from the shop's own id."""
+        if ref.startswith(PSEUDONYM_PREFIX):
             return ref
+        record.details.append("raw-id lookup")
+        require_role(who, "admin", what="look customers up by the shop's own id (use the pseudonym c_...)")
+        if keys is None:
+            raise ConfigError("looking customers up by the shop's own id needs the server's secret key; "
+                              "use the pseudonym (c_...)")
         return keys.pseudonym(ref)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-            resp: Response = JSONResponse({"error": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
-        else:
-            resp = await call_next(request)
-        if request.url.path != "/health":
-            access.audit(getattr(request.state, "who", None), request.method, request.url.path,
-                         getattr(request.state, "customer_id", None), resp.status_code)
-        return resp
-
-    @app.exception_handler(ShopLensError)
-    async def shoplens_error(_request: Request, err: ShopLensError) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, status_code=err.http_status)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        try:
-            snap = reader.db().execute("SELECT value FROM meta WHERE key = 'snapshot_id'").fetchone()
-        except ShopLensError:
-            snap = None
-        return {"status": "ok", "snapshot_id": None if snap is None else int(snap[0])}
+        """ok, degraded (serving an older snapshot: the current file failed its integrity
+        check) or unavailable; never a path."""
+        return reader.health()
 
     @app.get("/profiles/{customer_id}", response_model=None)
-    def profile(request: Request, customer_id: str, include_pii: bool = False,
-                x_api_key: str | None = Header(default=None)) -> dict[str, Any] | Response:
+    async def profile(request: Request, customer_id: str, include_pii: bool = False,
+                      x_api_key: str | None = Header(default=None)) -> dict[str, Any] | Response:
+        # async: a point read in SQLite takes microseconds, less than a hop to the threadpool
+        record = audit_record(request)
         who = principal(request, x_api_key)
-        cid = resolve(customer_id)
-        request.state.customer_id = cid
+        cid = resolve(who, customer_id, record)
+        record.path, record.customer_id = f"/profiles/{cid}", cid
+        if include_pii:
+            record.details.append("pii")
+            require_role(who, "admin", what="read PII")
         raw = reader.get_raw(cid)
         if raw is None:
-            raise NotFoundError(f"customer '{customer_id}' not found in the current snapshot")
+            raise NotFoundError("customer not found in the current snapshot")
         if who.role != "service" and not include_pii:
             return Response(raw, media_type="application/json")  # stored JSON, served as is
         doc = json.loads(raw)
         if who.role == "service":
             doc = {k: doc[k] for k in SERVICE_FIELDS if k in doc}
         if include_pii:
-            require_role(who, "admin")
-            doc["pii"] = _decrypt_pii(cfg, cid, keys)
+            doc["pii"] = await run_in_threadpool(_decrypt_pii, cfg, cid, keys)
         return doc
 
     @app.get("/segments")
@@ -132,18 +156,18 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         }
 
     @app.get("/segments/{name}/members")
-    def members(request: Request, name: str, page: int = Query(default=1, ge=1),
+    def members(request: Request, name: str, page: int = Query(default=1, ge=1, le=MAX_PAGE_NUMBER),
                 page_size: int = Query(default=100, ge=1, le=MAX_PAGE),
                 x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
         """Members of a segment, by id or name, or of an RFM segment by its name."""
         principal(request, x_api_key)
         db = reader.db()
         where = "CAST(segment_id AS INTEGER) = ? OR segment_name = ? OR rfm_segment = ? OR rfm_segment_zh = ?"
-        seg_id = int(name) if name.isdigit() else -1
+        seg_id = int(name) if name.isascii() and name.isdecimal() and len(name) <= 9 else -1  # not "²", not > 64 bits
         params = [seg_id, name, name, name]
         total = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
         if total == 0:
-            raise NotFoundError(f"segment '{name}' not found; GET /segments lists them")
+            raise NotFoundError("segment not found; GET /segments lists them")
         ids = [r[0] for r in db.execute(
             f"SELECT customer_id FROM flat WHERE {where} ORDER BY customer_id LIMIT ? OFFSET ?",
             [*params, page_size, (page - 1) * page_size])]
@@ -201,7 +225,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         from shoplens.store import Store
 
         with Store.for_config(cfg) as store:
-            report = forget(store, customer_id, keys)
+            report = forget(store, customer_id, keys, cfg)
         return {"customer_id": report.customer_id, "removed": report.removed}
 
     return app

@@ -1,0 +1,211 @@
+"""What stands between the network and the REST API's routes: the body limit, the audit
+row and access-log line of every request, and the one error shape.
+
+Both middlewares are pure ASGI (no ``BaseHTTPMiddleware``: it costs a task and a copy
+per request). ``BodyLimit`` counts the bytes as they arrive, so a chunked body or a
+``Content-Length`` that lies is cut off at ``MAX_BODY`` with a 413, before the route
+parses anything. ``Audit`` writes one row per request, failed or not (500s included),
+before the last byte of the answer leaves, and logs ``METHOD /route/{template} STATUS ms`` to the ``shoplens.access`` logger:
+route templates, never the ids in the URL.
+
+Every error answers ``{"error": message, "code": code}``. Messages never carry the
+input back (422s list locations and messages only), nor file paths, process ids, or
+anything the LLM endpoint said; an unexpected exception answers 500 ``internal error``
+with no detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shoplens.errors import ShopLensError
+from shoplens.serving.access import Access, Principal
+
+MAX_BODY = 64 * 1024
+AUDIT_KEY = "shoplens.audit"
+NO_ROUTE = "(no route)"
+log = logging.getLogger("shoplens.access")
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_HTTP_MESSAGES = {404: "no such endpoint: GET /docs lists them", 405: "method not allowed on this endpoint",
+                  413: f"request body larger than {MAX_BODY} bytes"}
+_ABS_PATH = re.compile(r"(?<![\w:/.])(?:[A-Za-z]:)?(?:[/\\][^\s/\\'\"`:,;()\[\]]+){2,}[/\\]?")
+_PID = re.compile(r"\s*\(?\bPID \d+\)?")
+
+
+@dataclass
+class AuditRecord:
+    """What a route tells the audit about its request; the middleware puts one in the
+    ASGI scope under ``AUDIT_KEY``. ``path`` replaces the route template (it holds the
+    pseudonym, never the id as typed)."""
+
+    who: Principal | None = None
+    path: str | None = None
+    customer_id: str | None = None
+    details: list[str] = field(default_factory=list)
+
+
+def audit_record(request: Request) -> AuditRecord:
+    """The request's audit record (a throw-away one where no ``Audit`` middleware runs)."""
+    record = request.scope.get(AUDIT_KEY)
+    return record if isinstance(record, AuditRecord) else AuditRecord()
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when the body crosses the limit (FastAPI passes
+    HTTPExceptions from body reading through to the handlers)."""
+
+    def __init__(self) -> None:
+        super().__init__(413, _HTTP_MESSAGES[413])
+
+
+class BodyLimit:
+    """413 for a body over ``max_body`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = chunked = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = value
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await _send_error(scope, send, 413, _HTTP_MESSAGES[413], "too_large")
+            return
+        if chunked is None and declared in (None, b"0"):
+            await self.app(scope, receive, send)  # no body: nothing to count
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _send_error(scope, send, 413, _HTTP_MESSAGES[413], "too_large")
+
+
+class Audit:
+    """One audit row and one access-log line per request (``skip``: paths left out)."""
+
+    def __init__(self, app: ASGIApp, access: Access, skip: tuple[str, ...] = ("/health",),
+                 fixed_paths: dict[str, str] | None = None) -> None:
+        self.app = app
+        self.access = access
+        self.skip = skip
+        self.fixed_paths = fixed_paths or {}  # route template -> path stored whatever the route says
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.skip:
+            await self.app(scope, receive, send)
+            return
+        record = AuditRecord()
+        scope[AUDIT_KEY] = record
+        status = 500  # unless a response starts: an exception escaping the app
+        done = False
+        t0 = time.perf_counter()
+
+        def write() -> None:
+            nonlocal done
+            done = True
+            template = getattr(scope.get("route"), "path", None) or NO_ROUTE
+            path = self.fixed_paths.get(template) or record.path or template
+            self.access.audit(record.who, scope["method"], path, record.customer_id, status, ", ".join(record.details))
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s %s %d %.1f ms", scope["method"], template, status, 1000 * (time.perf_counter() - t0))
+
+        async def seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body") and not done:
+                write()  # before the client has the whole answer: what it saw is on record
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            if not done:
+                write()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """The one error shape for library errors, HTTP errors, validation errors and the rest."""
+
+    @app.exception_handler(ShopLensError)
+    async def library_error(_request: Request, err: ShopLensError) -> JSONResponse:
+        return _error(err.http_status, public(str(err)), err.code)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
+        message = _HTTP_MESSAGES.get(err.status_code) or public(str(err.detail))
+        return _error(err.status_code, message, _HTTP_CODES.get(err.status_code, "http_error"), err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = [f"{_location(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in err.errors()[:10]]
+        return _error(422, public("invalid request: " + "; ".join(problems)), "validation")
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, _err: Exception) -> JSONResponse:
+        return _error(500, "internal error", "internal")
+
+
+def public(message: str) -> str:
+    """A message fit for a client: no file paths, no process ids, valid UTF-8, bounded.
+
+    >>> public("no published profiles in /srv/shop/shoplens.profiles: run 'shoplens build' first")
+    "no published profiles in <path>: run 'shoplens build' first"
+    """
+    text = _PID.sub("", _ABS_PATH.sub("<path>", message))
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _location(loc: Any) -> str:
+    return ".".join(str(part)[:40] for part in loc) or "request"
+
+
+def _error(status: int, message: str, code: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+
+
+async def _send_error(scope: Scope, send: Send, status: int, message: str, code: str) -> None:
+    await _error(status, message, code)(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a JSONResponse never reads
+    return {"type": "http.disconnect"}
