@@ -1,25 +1,29 @@
-"""Benchmark: GET /profiles/{id} over 1M profiles on loopback, ShopLens' API (SQLite
-serving file) vs the same FastAPI endpoint reading the documents from DuckDB; then
-audience queries over the 1M-row flat table.
+"""Benchmark: the REST API under a real load generator (wrk), against the stack's floor.
 
-    .venv/bin/python bench/api.py                      # ~4 min, 1M profiles (cached)
-    .venv/bin/python bench/api.py --profiles 100000
+    .venv/bin/python bench/api.py                    # ~3 min; builds the demo shop once
+    .venv/bin/python bench/api.py --shop demo --seconds 15
 
-The profiles are the demo shop's documents replicated with new ids and figures (about
-2 KB each), written once to bench/.cache/. Both servers are real uvicorn processes on
-127.0.0.1; the load generator is an asyncio httpx client in this process, running a
-fixed request rate of 200 req/s (open loop: the target's condition), then a fixed
-number of concurrent connections per level (closed loop, for throughput). The ratio
-printed last is the DuckDB-backed p99 / ours at 200 req/s.
+Two real uvicorn processes on 127.0.0.1, each one worker with the access log off:
+
+- **ShopLens**: ``shoplens serve`` on the demo shop (API key check, role handling, an
+  audit row per request, the body limit, the one error shape: everything a user gets);
+- **bare**: a raw ASGI callable, no framework, doing the same SQLite point read of the
+  same serving file (``SELECT doc FROM profiles WHERE customer_id = ?``) and returning
+  the stored JSON; no key, no audit. That is the floor of this stack.
+
+wrk (Debian's package) drives both with one thread and a Lua script that asks for a
+random customer each request: paced at a fixed 200 req/s (``delay()`` per connection),
+then closed-loop at 1-32 connections to find the most requests per second with p99
+under 50 ms. Then ``POST /audiences`` under 8 concurrent connections. The last line is
+the ratio of ShopLens' best throughput at p99 < 50 ms to the bare endpoint's.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -27,100 +31,64 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import duckdb
 import httpx
-import numpy as np
 
-CACHE = Path(__file__).resolve().parent / ".cache"
-LEVELS = (1, 4, 16, 32)
-SECONDS = 8.0
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache"
+LEVELS = (1, 2, 4, 8, 16, 32)
+RATE = 200
+PACED_CONNECTIONS = 8
 
-DUCK_APP = """
-import duckdb, json, sys, threading
-from fastapi import FastAPI, HTTPException
-app = FastAPI()
-con = duckdb.connect(sys.argv[1], read_only=True)
-local = threading.local()
-@app.get("/profiles/{cid}")
-def profile(cid: str):
-    cur = getattr(local, "cur", None)
-    if cur is None:
-        cur = local.cur = con.cursor()
-    row = cur.execute("SELECT doc FROM profiles WHERE customer_id = ?", [cid]).fetchall()
-    if not row:
-        raise HTTPException(404)
-    return json.loads(row[0][0])
-import uvicorn
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+LUA = r"""
+local ids = {}
+for line in io.lines(os.getenv("BENCH_IDS")) do ids[#ids + 1] = line end
+local key = os.getenv("BENCH_KEY") or ""
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+local body = os.getenv("BENCH_BODY") or ""
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("seed", counter) end
+function init(args) math.randomseed(os.time() + (seed or 0)) end
+function request()
+  if body ~= "" then
+    return wrk.format("POST", "/audiences", {["X-API-Key"] = key, ["Content-Type"] = "application/json"}, body)
+  end
+  return wrk.format("GET", "/profiles/" .. ids[math.random(#ids)], {["X-API-Key"] = key})
+end
+if pause > 0 then function delay() return pause end end
+function done(s, latency, requests)
+  local e = s.errors
+  io.write(string.format('BENCH{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d}\n',
+    s.requests, s.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
 """
 
+BARE_APP = r'''
+import sqlite3, sys, threading
+path = sys.argv[1]
+local = threading.local()
 
-def _template() -> tuple[dict, dict]:
-    """One real profile document and flat row from a freshly built demo shop."""
-    from shoplens.jobs import run_demo
+def con():
+    c = getattr(local, "c", None)
+    if c is None:
+        c = local.c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    return c
 
-    folder = Path(tempfile.mkdtemp()) / "demo"
-    summary = run_demo(folder, customers=300, seed=3)
-    db = sqlite3.connect(next((folder / "shoplens.profiles").glob("snap_*.sqlite")))
-    doc = json.loads(db.execute("SELECT doc FROM profiles WHERE customer_id = ?", [summary.example_customer]).fetchone()[0])
-    cur = db.execute("SELECT * FROM flat WHERE customer_id = ?", [summary.example_customer])
-    flat = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
-    return doc, flat
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    cid = scope["path"].rsplit("/", 1)[-1]
+    row = con().execute("SELECT doc FROM profiles WHERE customer_id = ?", (cid,)).fetchone()
+    status, body = (200, row[0].encode()) if row else (404, b'{"error": "not found"}')
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
-
-def build_files(n: int) -> tuple[Path, Path]:
-    """The serving SQLite file (in the layout `publish` writes) and a DuckDB copy."""
-    folder = CACHE / f"api_{n}"
-    store = folder / "shoplens.duckdb"
-    serving = folder / "shoplens.profiles" / "snap_1.sqlite"
-    if serving.exists() and store.exists():
-        return store, serving
-    serving.parent.mkdir(parents=True, exist_ok=True)
-    doc, flat = _template()
-    rng = np.random.default_rng(0)
-    tmp = serving.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    db = sqlite3.connect(tmp)
-    cols = list(flat)
-    db.execute(f"CREATE TABLE flat ({', '.join(repr(c) for c in cols)}, PRIMARY KEY (customer_id)) WITHOUT ROWID")
-    db.execute("CREATE TABLE profiles (customer_id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    db.execute("INSERT INTO meta VALUES ('snapshot_id', '1')")
-    for start in range(0, n, 50_000):
-        ids = [f"c_{i:020x}" for i in range(start, min(n, start + 50_000))]
-        spend = rng.lognormal(7, 1, len(ids))
-        churn = rng.random(len(ids))
-        docs, flats = [], []
-        for cid, s, c in zip(ids, spend, churn, strict=True):
-            doc["customer_id"] = cid
-            doc["behaviour"]["rfm"]["total_spend"] = round(float(s), 2)
-            docs.append((cid, json.dumps(doc, ensure_ascii=False)))
-            flats.append(tuple({**flat, "customer_id": cid, "total_spend": float(s), "churn_risk": float(c),
-                                "age": int(rng.integers(18, 70))}[k] for k in cols))
-        db.executemany("INSERT INTO profiles VALUES (?, ?)", docs)
-        db.executemany(f"INSERT INTO flat VALUES ({', '.join('?' * len(cols))})", flats)
-    db.execute("CREATE INDEX flat_segment ON flat (rfm_segment)")
-    db.commit()
-    db.close()
-    tmp.rename(serving)
-    (serving.parent / "CURRENT").write_text(serving.name)
-    import pyarrow as pa
-
-    con = duckdb.connect(str(store))
-    con.execute("CREATE TABLE profiles (customer_id VARCHAR, doc VARCHAR)")
-    src = sqlite3.connect(serving)
-    cur = src.execute("SELECT customer_id, doc FROM profiles")
-    while rows := cur.fetchmany(50_000):  # DuckDB's sqlite extension would be a download: copy by hand
-        batch = pa.table({"customer_id": [r[0] for r in rows], "doc": [r[1] for r in rows]})
-        con.register("batch", batch)
-        con.execute("INSERT INTO profiles SELECT * FROM batch")
-        con.unregister("batch")
-    src.close()
-    con.execute("CREATE UNIQUE INDEX profiles_id ON profiles (customer_id)")
-    con.close()
-    (folder / "shoplens.toml").write_text('[store]\npath = "shoplens.duckdb"\n')
-    return store, serving
+import uvicorn
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+'''
 
 
 def _port() -> int:
@@ -129,109 +97,111 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(cmd: list[str], base: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd)
-    for _ in range(300):
+def _wait(base: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
         try:
-            httpx.get(base + "/profiles/none", timeout=1)
-            return proc
+            httpx.get(base + "/health", timeout=1)
+            return
         except httpx.TransportError:
             time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {cmd}")
+    raise SystemExit("server did not start")
 
 
-async def _fixed_rate(base: str, ids: list[str], headers: dict[str, str], rate: float) -> tuple[float, float, float]:
-    """Open loop: one request every 1/rate s whatever the answers do (no coordinated omission)."""
-    latencies: list[float] = []
-    n = int(rate * SECONDS)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10,
-                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as client:
-        async def one(when: float, cid: str) -> None:
-            await asyncio.sleep(max(0.0, when - time.perf_counter()))
-            t0 = time.perf_counter()
-            r = await client.get(f"/profiles/{cid}")
-            latencies.append(time.perf_counter() - max(t0, when))
-            assert r.status_code == 200, r.status_code
+def shop_folder(path: Path | None) -> Path:
+    """The demo shop (2,000 customers), generated and built once into bench/.cache/demo."""
+    folder = path or CACHE / "demo"
+    if not (folder / "shoplens.profiles" / "CURRENT").exists():
+        from shoplens.jobs import run_demo
 
-        start = time.perf_counter() + 0.2
-        await asyncio.gather(*(one(start + i / rate, random.choice(ids)) for i in range(n)))
-    arr = np.array(latencies) * 1000
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), n / SECONDS
+        print(f"building the demo shop in {folder} (once)", file=sys.stderr)
+        run_demo(folder)
+    return folder
 
 
-async def _load(base: str, ids: list[str], headers: dict[str, str], concurrency: int) -> tuple[float, float, float]:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + SECONDS
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=10) as client:
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                cid = random.choice(ids)
-                t0 = time.perf_counter()
-                r = await client.get(f"/profiles/{cid}")
-                latencies.append(time.perf_counter() - t0)
-                assert r.status_code == 200, r.status_code
+def wrk(base: str, lua: Path, env: dict[str, str], connections: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(lua), base],
+                         capture_output=True, text=True, env={**os.environ, **env}, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("BENCH{"))
+    r = json.loads(line[len("BENCH"):])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    return r
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    arr = np.array(latencies) * 1000
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(arr) / SECONDS
+
+def fmt(r: dict[str, float]) -> str:
+    bad = f", {int(r['errors'] + r['non2xx'])} errors" if r["errors"] or r["non2xx"] else ""
+    return f"{r['p50'] / 1000:.2f} / {r['p99'] / 1000:.2f} ms ({r['rps']:.0f} req/s{bad})"
+
+
+def run(name: str, base: str, lua: Path, env: dict[str, str], seconds: float) -> dict[str, Any]:
+    wrk(base, lua, env, 4, 2)  # warm-up
+    paced = wrk(base, lua, {**env, "BENCH_DELAY_MS": str(1000 * PACED_CONNECTIONS // RATE)}, PACED_CONNECTIONS, seconds)
+    levels = {c: wrk(base, lua, env, c, seconds) for c in LEVELS}
+    ok = [r["rps"] for r in levels.values() if r["p99"] < 50_000 and not r["errors"] and not r["non2xx"]]
+    print(f"{name}: paced {fmt(paced)}; " + "; ".join(f"{c} conn {fmt(r)}" for c, r in levels.items()), file=sys.stderr)
+    return {"paced": paced, "levels": levels, "best": max(ok) if ok else 0.0}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profiles", type=int, default=1_000_000)
+    ap.add_argument("--shop", type=Path, default=None, help="a built shop folder (default: the demo, built once)")
+    ap.add_argument("--seconds", type=int, default=10, help="seconds per wrk run")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    store, serving = build_files(args.profiles)
-    print(f"{args.profiles:,} profiles ready in {time.perf_counter() - t0:.0f}s ({serving.stat().st_size / 2**30:.2f} GiB serving file)")
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    folder = shop_folder(args.shop)
+    from shoplens.config import load_config
     from shoplens.serving.access import Access
+    from shoplens.serving.reader import current_name, profiles_dir
 
-    access = Access(store)
-    key = access.create_key(f"bench-{os.getpid()}", "analyst")
+    cfg = load_config(folder / "shoplens.toml")
+    serving = profiles_dir(cfg.store_path)
+    current = serving / str(current_name(serving))
+    work = Path(tempfile.mkdtemp(prefix="shoplens-bench-"))
+    ids = work / "ids.txt"
+    with sqlite3.connect(f"file:{current}?mode=ro", uri=True) as db:
+        all_ids = [r[0] for r in db.execute("SELECT customer_id FROM profiles")]
+    ids.write_text("\n".join(all_ids) + "\n")
+    lua = work / "bench.lua"
+    lua.write_text(LUA)
+    access = Access(cfg.store_path)
+    key = access.create_key(f"bench-{time.time_ns()}", "analyst")
     access.close()
-    rng = random.Random(1)
-    ids = [f"c_{rng.randrange(args.profiles):020x}" for _ in range(50_000)]
-    p_ours, p_duck = _port(), _port()
-    cfg_path = store.parent / "shoplens.toml"
-    ours = _start([sys.executable, "-c", "import uvicorn; from shoplens.config import load_config; "
-                   "from shoplens.serving.api import create_app; "
-                   f"uvicorn.run(create_app(load_config({str(cfg_path)!r})), host='127.0.0.1', port={p_ours}, log_level='warning')"],
-                  f"http://127.0.0.1:{p_ours}")
-    duck = _start([sys.executable, "-c", DUCK_APP, str(store), str(p_duck)], f"http://127.0.0.1:{p_duck}")
-    results: dict[str, dict[int, tuple[float, float, float]]] = {"shoplens (SQLite)": {}, "DuckDB-backed": {}}
-    fixed: dict[str, tuple[float, float, float]] = {}
-    try:
-        for name, base, headers in (("shoplens (SQLite)", f"http://127.0.0.1:{p_ours}", {"X-API-Key": key}),
-                                    ("DuckDB-backed", f"http://127.0.0.1:{p_duck}", {})):
-            fixed[name] = asyncio.run(_fixed_rate(base, ids, headers, 200.0))
-            p50, p99, rps = fixed[name]
-            print(f"  fixed 200 req/s   {name:<18} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms")
-        for c in LEVELS:
-            results["shoplens (SQLite)"][c] = asyncio.run(_load(f"http://127.0.0.1:{p_ours}", ids, {"X-API-Key": key}, c))
-            results["DuckDB-backed"][c] = asyncio.run(_load(f"http://127.0.0.1:{p_duck}", ids, {}, c))
-            for name in results:
-                p50, p99, rps = results[name][c]
-                print(f"  concurrency {c:>3}  {name:<18} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  {rps:8,.0f} req/s")
-    finally:
-        ours.terminate()
-        duck.terminate()
-    for name, by_level in results.items():
-        ok = [(rps, c) for c, (_p50, p99, rps) in by_level.items() if p99 < 20]
-        best = max(ok) if ok else (0.0, 0)
-        print(f"{name}: best throughput with p99 < 20 ms: {best[0]:,.0f} req/s (concurrency {best[1]})")
-    db = sqlite3.connect(f"file:{serving}?mode=ro", uri=True)
-    from shoplens.serving.audience import compile_filter, parse_text
-    from shoplens.serving.profile_store import FLAT_FIELDS
+    env = {"BENCH_IDS": str(ids), "BENCH_KEY": key}
 
-    for text in ("age 25-34 AND churn_risk > 0.6", "rfm_segment IN ('Champions', 'Loyal') AND total_spend > 5000",
-                 "churn_risk > 0.9 OR (age < 25 AND total_spend > 3000)"):
-        where, params = compile_filter(parse_text(text), FLAT_FIELDS)
-        t1 = time.perf_counter()
-        n = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
-        print(f"audience {text!r}: {n:,} customers in {(time.perf_counter() - t1) * 1000:.0f} ms")
-    ratio = fixed["DuckDB-backed"][1] / fixed["shoplens (SQLite)"][1]
-    print(f"ratio (DuckDB-backed p99 / shoplens p99 at a fixed 200 req/s): {ratio:.2f}x")
+    procs = []
+    try:
+        ours_port, bare_port = _port(), _port()
+        ours = subprocess.Popen([sys.executable, "-m", "shoplens.cli", "serve", "-c", str(folder / "shoplens.toml"),
+                                 "--port", str(ours_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(ours)
+        bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(current), str(bare_port)])
+        procs.append(bare)
+        _wait(f"http://127.0.0.1:{ours_port}", ours)
+        _wait(f"http://127.0.0.1:{bare_port}", bare)
+        results: dict[str, dict[str, Any]] = {"bare": run("bare", f"http://127.0.0.1:{bare_port}", lua, env, args.seconds),
+                   "shoplens": run("shoplens", f"http://127.0.0.1:{ours_port}", lua, env, args.seconds)}
+        audience = {"BENCH_BODY": json.dumps({"text": "churn_risk > 0.5 AND total_spend > 1000", "page_size": 100})}
+        aud = wrk(f"http://127.0.0.1:{ours_port}", lua, {**env, **audience}, 8, args.seconds)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nGET /profiles/{{id}} over {len(all_ids):,} profiles, random ids, wrk -t1, "
+          f"{args.seconds:g} s per run; p50 / p99 (req/s)")
+    print("| load | ShopLens | bare ASGI + SQLite |\n|---|---|---|")
+    print(f"| paced {RATE} req/s ({PACED_CONNECTIONS} connections) | {fmt(results['shoplens']['paced'])} | "
+          f"{fmt(results['bare']['paced'])} |")
+    for c in LEVELS:
+        print(f"| {c} connection{'s' if c > 1 else ''} | {fmt(results['shoplens']['levels'][c])} | "
+              f"{fmt(results['bare']['levels'][c])} |")
+    print(f"| best req/s with p99 < 50 ms | {results['shoplens']['best']:.0f} | {results['bare']['best']:.0f} |")
+    print(f"\nPOST /audiences (text filter, page of 100), 8 connections: {fmt(aud)}")
+    ratio = results["shoplens"]["best"] / max(results["bare"]["best"], 1e-9)
+    print(f"ratio (ShopLens / bare, best req/s at p99 < 50 ms): {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shoplens.errors import IntegrityError, StoreError
-from shoplens.fsutil import checksum_path, file_sha256
+from shoplens.fsutil import checksum_path, file_sha256, write_atomic
 
 _SNAP_NAME = re.compile(r"^snap_(\d+)(?:\.e(\d+))?\.sqlite$")
 
@@ -55,12 +56,27 @@ def verify(path: Path) -> str | None:
     try:
         expected = checksum_path(path).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        return "no checksum recorded"
+        return _adopt(path)
     try:
         actual = file_sha256(path)
     except OSError as err:
         return f"unreadable ({err.strerror})"
     return None if actual == expected else "checksum mismatch"
+
+
+def _adopt(path: Path) -> str | None:
+    """A file published before checksums were recorded: served if SQLite's own check of
+    the whole file passes, and its checksum recorded then (when the folder is writable)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            ok = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:
+        ok = False
+    if not ok:
+        return "no checksum recorded and SQLite's check fails"
+    with contextlib.suppress(OSError):
+        write_atomic(checksum_path(path), file_sha256(path) + "\n")
+    return None
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
