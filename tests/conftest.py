@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ from shoplens.jobs import Summary, run_demo
 from shoplens.store import Store
 
 os.environ.setdefault("SHOPLENS_SECRET_KEY", base64.urlsafe_b64encode(b"k" * 32).decode())
+# keys created by tests that unset the variable go to a folder of this run, not the user's config
+os.environ.setdefault("SHOPLENS_KEY_DIR", tempfile.mkdtemp(prefix="shoplens-keys-"))
 
 
 def write_shop(folder: Path, files: dict[str, str | bytes], config: str) -> Config:

@@ -166,7 +166,7 @@ def test_erasure_removes_every_trace(server: dict) -> None:
     r = httpx.delete(server["base"] + f"/admin/customers/{cid}", headers={"X-API-Key": server["keys"]["admin"]}, timeout=30)
     assert r.status_code == 200, r.text
     removed = r.json()["removed"]
-    assert removed["customers"] == 1 and removed["serving.profiles"] >= 1
+    assert removed["customers"] == 1 and removed["serving"] >= 1
     assert get(server, f"/profiles/{cid}", "analyst").status_code == 404
     folder = server["folder"]
     con = duckdb.connect(str(folder / "shoplens.duckdb"), read_only=True)
@@ -174,10 +174,8 @@ def test_erasure_removes_every_trace(server: dict) -> None:
     hits = [(s, t, c) for s, t, c in cols if con.execute(f'SELECT count(*) FROM {s}.{t} WHERE contains("{c}", ?)', [cid]).fetchall()[0][0]]
     con.close()
     assert hits == []
-    for path in (folder / "shoplens.profiles").glob("*.sqlite"):
-        assert cid.encode() not in path.read_bytes()
-    assert cid.encode() not in (folder / "shoplens.access.sqlite").read_bytes() or \
-        sqlite3.connect(folder / "shoplens.access.sqlite").execute("SELECT count(*) FROM audit WHERE customer_id = ?", [cid]).fetchone()[0] == 0
+    for path in [*(folder / "shoplens.profiles").glob("*"), *folder.glob("shoplens.access.sqlite*")]:
+        assert cid.encode() not in path.read_bytes(), path.name
 
 
 def test_requests_are_audited(server: dict) -> None:

@@ -66,9 +66,12 @@ def test_missing_config_and_missing_file_exit_nonzero(tmp_path: Path) -> None:
 
 def test_init_status_quarantine_and_help(tmp_path: Path, demo_shop: Summary) -> None:
     no_env_key = {k: v for k, v in os.environ.items() if k != "SHOPLENS_SECRET_KEY"}
+    no_env_key["SHOPLENS_KEY_DIR"] = str(tmp_path / "keys")
     run = shoplens("init", str(tmp_path / "new"), env=no_env_key)
     assert run.returncode == 0 and (tmp_path / "new" / "shoplens.toml").exists()
-    assert oct((tmp_path / "new" / ".shoplens" / "secret.key").stat().st_mode)[-3:] == "600"
+    (key,) = (tmp_path / "keys").glob("new-*.key")  # outside the shop folder: copying the shop never copies it
+    assert oct(key.stat().st_mode)[-3:] == "600" and str(key) in run.stdout
+    assert not list((tmp_path / "new").rglob("*.key"))
     cfg = str(demo_shop.folder / "shoplens.toml")
     status = shoplens("status", "--config", cfg)
     assert status.returncode == 0 and "(current)" in status.stdout

@@ -128,7 +128,8 @@ def init(folder: Annotated[Path, typer.Argument(help="Folder to initialise.")] =
         console.print(f"wrote {target}; the secret key comes from ${cfg.privacy.key_env}")
         return
     load_keys(cfg.privacy.key_env, key, create=True)
-    console.print(f"wrote {target} and secret key {key} (mode 600; back it up, never commit it)")
+    console.print(f"wrote {target} and secret key {key} (mode 600, outside the shop folder; back it up, never "
+                  "commit it)", soft_wrap=True)
 
 
 @app.command("ingest")

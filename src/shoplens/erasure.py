@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoplens.errors import ConfigError, NotFoundError
+from shoplens.errors import ConfigError, NotFoundError, StoreError
 from shoplens.fsutil import fsync_dir, write_atomic
 from shoplens.privacy import PSEUDONYM_PREFIX, Keys
 from shoplens.serving.access import access_path
@@ -200,13 +200,16 @@ def scrub_sqlite(path: Path, statements: list[tuple[str, list[Any]]]) -> int:
     checkpointed and truncated. Returns the rows changed."""
     if not path.exists():
         return 0
-    db = sqlite3.connect(path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None, timeout=10)
     try:
         db.execute("PRAGMA secure_delete = ON")
         changed = sum(db.execute(sql, params).rowcount for sql, params in statements)
         if changed:
             db.execute("VACUUM")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
+        if busy:  # a reader held an old snapshot of the WAL: its frames would survive
+            raise StoreError(f"{path.name} is busy: its log could not be cleared; stop the readers and "
+                             "run the erasure again")
     finally:
         db.close()
     return changed
