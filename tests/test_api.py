@@ -21,7 +21,7 @@ import pytest
 
 from shoplens.config import load_config
 from shoplens.jobs import Summary
-from shoplens.serving.access import Access
+from shoplens.serving.access import AUDIT_COMMIT_S, Access
 
 
 def _free_port() -> int:
@@ -180,6 +180,7 @@ def test_erasure_removes_every_trace(server: dict) -> None:
 
 def test_requests_are_audited(server: dict) -> None:
     get(server, f"/profiles/{server['example']}", "service")
+    time.sleep(4 * AUDIT_COMMIT_S)  # rows are committed in groups
     db = sqlite3.connect(Path(server["folder"]) / "shoplens.access.sqlite")
     names = {r[0] for r in db.execute("SELECT DISTINCT name FROM audit WHERE name IS NOT NULL")}
     assert {"test-analyst", "test-admin", "test-service"} <= names

@@ -30,7 +30,7 @@ from shoplens.ingest.pipeline import optional_keys
 from shoplens.jobs import Summary
 from shoplens.llm.base import LLMError, ResponseCache, ask_json
 from shoplens.llm.openai_compat import OpenAICompatible
-from shoplens.serving.access import Access
+from shoplens.serving.access import AUDIT_COMMIT_S, Access
 
 ERROR_SHAPE = {"error", "code"}
 
@@ -99,6 +99,7 @@ def call(server: dict, method: str, path: str, role: str | None = "analyst", **k
 
 
 def audit_rows(server: dict) -> list[tuple]:
+    time.sleep(4 * AUDIT_COMMIT_S)  # the server commits audit rows in groups
     with sqlite3.connect(server["folder"] / "shoplens.access.sqlite") as db:
         return db.execute("SELECT * FROM audit").fetchall()
 

@@ -31,6 +31,8 @@ from pathlib import Path
 from shoplens.errors import AuthError, ForbiddenError, NotFoundError, ShopLensError
 
 ROLES = ("admin", "analyst", "service")
+AUDIT_COMMIT_S = 0.05
+AUDIT_COMMIT_ROWS = 500
 LAST_USED_EVERY_S = 60.0
 _KEY_COLUMNS = {"expires_at": "REAL", "revoked_at": "REAL", "last_used": "REAL"}
 __all__ = ["ROLES", "Access", "AuthError", "ForbiddenError", "KeyInfo", "Principal", "access_path", "require_role"]
@@ -63,9 +65,16 @@ class Access:
         self.path = access_path(store_path)
         self._lock = threading.Lock()
         self._used: dict[str, float] = {}  # key name -> when last_used was last written
+        self._keys: dict[str, tuple[str, str, float | None, float | None]] = {}  # key hash -> row
+        self._version = -1
+        self._pending = 0  # audit rows inserted since the last commit
+        self._since = 0.0
+        self._timer: threading.Timer | None = None
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.executescript(
             "PRAGMA journal_mode=WAL;"
+            # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync per audit row
+            "PRAGMA synchronous=NORMAL;"
             "CREATE TABLE IF NOT EXISTS api_keys (key_hash TEXT PRIMARY KEY, name TEXT UNIQUE, role TEXT, created_at REAL);"
             "CREATE TABLE IF NOT EXISTS audit (ts REAL, name TEXT, role TEXT, method TEXT, path TEXT, customer_id TEXT, status INTEGER, detail TEXT);"
         )
@@ -98,6 +107,7 @@ class Access:
         expires = self._expiry(expires_days, now)
         key = "slk_" + secrets.token_urlsafe(32)
         with self._lock:
+            self._keys.clear()  # our own write: data_version does not change for it
             try:
                 self.db.execute("INSERT INTO api_keys (key_hash, name, role, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                                 [self._hash(key), name, role, now, expires])
@@ -116,6 +126,7 @@ class Access:
     def revoke(self, name: str) -> None:
         """Stop ``name``'s key from working (it stays listed, marked revoked)."""
         with self._lock:
+            self._keys.clear()  # our own write: data_version does not change for it
             changed = self.db.execute("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?",
                                       [time.time(), name]).rowcount
         if not changed:
@@ -127,6 +138,7 @@ class Access:
         now = time.time()
         key = "slk_" + secrets.token_urlsafe(32)
         with self._lock:
+            self._keys.clear()  # our own write: data_version does not change for it
             row = self.db.execute("SELECT created_at, expires_at FROM api_keys WHERE name = ?", [name]).fetchone()
             if row is None:
                 raise NotFoundError(f"no API key named '{name}': 'shoplens keys list' shows them")
@@ -137,12 +149,26 @@ class Access:
                             "last_used = NULL WHERE name = ?", [self._hash(key), now, new_expiry, name])
         return key
 
+    def _key_row(self, key_hash: str) -> tuple[str, str, float | None, float | None] | None:
+        """The key's row, from a cache that is dropped whenever another connection (``shoplens
+        keys revoke`` in another process) has committed: ``PRAGMA data_version`` says so."""
+        with self._lock:
+            version = self.db.execute("PRAGMA data_version").fetchall()[0][0]
+            if version != self._version:
+                self._version, self._keys = version, {}
+            row = self._keys.get(key_hash)
+            if row is None:  # unknown keys are not cached: random keys cannot grow the cache
+                rows = self.db.execute("SELECT name, role, expires_at, revoked_at FROM api_keys WHERE key_hash = ?",
+                                       [key_hash]).fetchall()
+                if not rows:
+                    return None
+                row = self._keys[key_hash] = rows[0]
+            return row
+
     def authenticate(self, key: str | None) -> Principal:
         if not key:
             raise AuthError("missing API key: send it in the X-API-Key header")
-        with self._lock:
-            row = self.db.execute("SELECT name, role, expires_at, revoked_at FROM api_keys WHERE key_hash = ?",
-                                  [self._hash(key)]).fetchone()
+        row = self._key_row(self._hash(key))
         if row is None:
             raise AuthError("invalid API key")
         name, role, expires, revoked = row
@@ -158,18 +184,41 @@ class Access:
         return Principal(name, role)
 
     def audit(self, who: Principal | None, method: str, path: str, customer_id: str | None, status: int, detail: str = "") -> None:
+        """Record one request. Rows are committed in groups (``AUDIT_COMMIT_S``, or
+        ``AUDIT_COMMIT_ROWS`` rows): a commit per request cost more than the profile read
+        it records; a killed process loses at most the last group."""
         with self._lock:
+            if not self._pending:
+                self.db.execute("BEGIN")
+                self._since = time.monotonic()
             self.db.execute(
                 "INSERT INTO audit (ts, name, role, method, path, customer_id, status, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [time.time(), who.name if who else None, who.role if who else None, method, path, customer_id, status, detail],
             )
+            self._pending += 1
+            due = self._pending >= AUDIT_COMMIT_ROWS or time.monotonic() - self._since >= AUDIT_COMMIT_S
+            if due:
+                self._commit_locked()
+            elif self._timer is None:
+                self._timer = threading.Timer(AUDIT_COMMIT_S, self.commit)
+                self._timer.daemon = True
+                self._timer.start()
 
-    def forget(self, customer_id: str) -> int:
-        """Drop a customer's id from the audit log (right to erasure); returns rows changed."""
+    def commit(self) -> None:
+        """Commit the audit rows gathered so far."""
         with self._lock:
-            return self.db.execute("UPDATE audit SET customer_id = NULL, path = '(erased)' WHERE customer_id = ?", [customer_id]).rowcount
+            self._commit_locked()
+
+    def _commit_locked(self) -> None:
+        if self._pending:
+            self.db.execute("COMMIT")
+            self._pending = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
 
 

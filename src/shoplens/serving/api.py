@@ -9,6 +9,8 @@ customer up by the shop's own id is for admins only. Errors are ``{"error": "...
 
 from __future__ import annotations
 
+import atexit
+import functools
 import io
 import json
 import threading
@@ -36,6 +38,7 @@ from shoplens.serving.guard import (
     Audit,
     AuditRecord,
     BodyLimit,
+    ProfileFastPath,
     audit_record,
     install_error_handlers,
 )
@@ -87,11 +90,9 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         keys = optional_keys(cfg)
     reader = ProfileReader(store_path)
     access = Access(store_path)
-    app = FastAPI(title="ShopLens", version="0.1", description="Customer profiles, segments and audiences.")
+    atexit.register(access.commit)  # the last group of audit rows, when the server stops
+    app = ShopLensAPI(title="ShopLens", version="0.1", description="Customer profiles, segments and audiences.")
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_body=MAX_BODY)
-    # the erasure row never names the customer, whatever the outcome
-    app.add_middleware(Audit, access=access, fixed_paths={ERASE_ROUTE: "/admin/customers/(erased)"})
 
     def principal(request: Request, key: str | None) -> Principal:
         record = audit_record(request)
@@ -122,13 +123,13 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         record = audit_record(request)
         who = principal(request, x_api_key)
         cid = resolve(who, customer_id, record)
-        record.path, record.customer_id = f"/profiles/{cid}", cid
         if include_pii:
             record.details.append("pii")
             require_role(who, "admin", what="read PII")
         raw = reader.get_raw(cid)
-        if raw is None:
+        if raw is None:  # the audit names only customers that exist (an erased one stays erased)
             raise NotFoundError("customer not found in the current snapshot")
+        record.path, record.customer_id = f"/profiles/{cid}", cid
         if who.role != "service" and not include_pii:
             return Response(raw, media_type="application/json")  # stored JSON, served as is
         doc = json.loads(raw)
@@ -228,7 +229,28 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
             report = forget(store, customer_id, keys, cfg)
         return {"customer_id": report.customer_id, "removed": report.removed}
 
+    # in front of the framework: the audit (the erasure row never names the customer,
+    # whatever the outcome), the body limit, then the fast path for the plain profile read
+    route = next(r for r in app.routes if getattr(r, "path", None) == "/profiles/{customer_id}")
+    framework = functools.partial(FastAPI.__call__, app)
+    fast = ProfileFastPath(framework, authenticate=access.authenticate, get_raw=reader.get_raw, route=route)
+    app.front = Audit(BodyLimit(fast, max_body=MAX_BODY), access=access,
+                      fixed_paths={ERASE_ROUTE: "/admin/customers/(erased)"})
     return app
+
+
+class ShopLensAPI(FastAPI):
+    """FastAPI with ShopLens' own ASGI layers in front of the whole framework stack
+    (``create_app`` sets ``front``): every request passes the audit and the body limit
+    first, and the plain profile read never enters the framework's middleware layers."""
+
+    front: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
 
 
 def _export(db: Any, where: str, params: list[Any], fmt: str) -> Response:

@@ -16,8 +16,10 @@ with no detail.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -118,6 +120,40 @@ class BodyLimit:
             await _send_error(scope, send, 413, _HTTP_MESSAGES[413], "too_large")
 
 
+class AccessLines:
+    """Access-log lines gathered and handed to the ``shoplens.access`` logger as one record
+    every ``every`` seconds (or ``most`` lines): a log record per request costs as much as
+    the profile read it describes. Lines carry their own time; they appear at most
+    ``every`` seconds late, and are flushed at exit."""
+
+    def __init__(self, every: float = 0.25, most: int = 500) -> None:
+        self.every, self.most = every, most
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        atexit.register(self.flush)
+
+    def add(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+            full = len(self._lines) >= self.most
+            if not full and self._timer is None:
+                self._timer = threading.Timer(self.every, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if lines:
+            log.info("%s", "\n".join(lines))
+
+
 class Audit:
     """One audit row and one access-log line per request (``skip``: paths left out)."""
 
@@ -127,6 +163,7 @@ class Audit:
         self.access = access
         self.skip = skip
         self.fixed_paths = fixed_paths or {}  # route template -> path stored whatever the route says
+        self.lines = AccessLines()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.skip:
@@ -145,7 +182,8 @@ class Audit:
             path = self.fixed_paths.get(template) or record.path or template
             self.access.audit(record.who, scope["method"], path, record.customer_id, status, ", ".join(record.details))
             if log.isEnabledFor(logging.INFO):
-                log.info("%s %s %d %.1f ms", scope["method"], template, status, 1000 * (time.perf_counter() - t0))
+                self.lines.add(f"{time.strftime('%H:%M:%S')} {scope['method']} {template} {status} "
+                               f"{1000 * (time.perf_counter() - t0):.1f} ms")
 
         async def seen(message: Message) -> None:
             nonlocal status
@@ -209,3 +247,53 @@ async def _send_error(scope: Scope, send: Send, status: int, message: str, code:
 
 async def _no_receive() -> Message:  # pragma: no cover - a JSONResponse never reads
     return {"type": "http.disconnect"}
+
+
+class ProfileFastPath:
+    """``GET /profiles/c_...`` answered without the framework when it can simply succeed.
+
+    The hottest route is a key check and one SQLite point read; FastAPI's routing,
+    parameter parsing and response objects cost several times that (bench/api.py). This
+    layer sits inside ``Audit`` and ``BodyLimit``, so the request is audited and logged
+    the same way; it answers only the plain success (a pseudonym, no query string, a
+    valid key of a role that sees whole documents, a stored profile) with exactly the
+    bytes the route would send, and hands every other request, and any failure, to the
+    framework, whose route then answers as documented.
+    """
+
+    def __init__(self, app: ASGIApp, authenticate: Any, get_raw: Any, route: Any, prefix: str = "/profiles/c_") -> None:
+        self.app = app
+        self.authenticate = authenticate
+        self.get_raw = get_raw
+        self.route = route
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self._answer(scope) if scope["type"] == "http" else None
+        if body is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _answer(self, scope: Scope) -> bytes | None:
+        path = scope["path"]
+        if scope["method"] != "GET" or scope["query_string"] or not path.startswith(self.prefix) or path.count("/") != 2:
+            return None
+        key = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
+        try:
+            who = self.authenticate(key.decode("latin-1") if key is not None else None)
+            if who.role == "service":  # sees a subset of fields: the route builds it
+                return None
+            cid = path[len("/profiles/"):]
+            raw = self.get_raw(cid)
+        except Exception:  # the route repeats the work and answers the error in the one shape
+            return None
+        if raw is None:
+            return None
+        record = scope.get(AUDIT_KEY)
+        if isinstance(record, AuditRecord):
+            record.who, record.path, record.customer_id = who, f"/profiles/{cid}", cid
+        return raw.encode("utf-8")

@@ -79,7 +79,7 @@ def _adopt(path: Path) -> str | None:
     return None
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
+def _signature(path: Path | str) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -96,12 +96,16 @@ class _Choice:
     current: str  # the name CURRENT points at
     problem: str | None = None  # why CURRENT is not the file served
 
+    def __post_init__(self) -> None:
+        self.path_str = str(self.path)  # stat()ed on every request: no pathlib on the hot path
+
 
 class ProfileReader:
     """Reads the current serving file; notices when ``CURRENT`` moves to a new one."""
 
     def __init__(self, store_path: Path) -> None:
         self.folder = profiles_dir(store_path)
+        self._pointer = str(self.folder / "CURRENT")
         self._lock = threading.Lock()
         self._local = threading.local()
         self._pointer_sig: tuple[int, int, int] | None = None
@@ -112,13 +116,12 @@ class ProfileReader:
 
     def _choose(self) -> _Choice:
         """The file to serve now; re-checked only when CURRENT or the file changed."""
-        pointer = self.folder / "CURRENT"
-        psig = _signature(pointer)
+        psig = _signature(self._pointer)
         choice = self._choice
-        if choice is not None and psig == self._pointer_sig and _signature(choice.path) == choice.signature:
+        if choice is not None and psig == self._pointer_sig and _signature(choice.path_str) == choice.signature:
             return choice
         with self._lock:
-            psig = _signature(pointer)
+            psig = _signature(self._pointer)
             name = current_name(self.folder)
             if name is None:
                 raise StoreError("no published profiles yet: run 'shoplens build' first")
