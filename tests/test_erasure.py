@@ -65,6 +65,11 @@ def _needles(folder: Path, raw: str, row: dict[str, str]) -> dict[str, bytes]:
                 "SELECT ciphertext FROM vault_customer_pii WHERE customer_id = ?", [cid, cid]).fetchall()):
             out[f"vault token {i}"] = tok
         masked = [r[0] for r in st.con.execute("SELECT text FROM texts WHERE customer_id = ?", [cid]).fetchall()]
+        # their own words, where no other customer wrote the same (segment quotes, the report, caches)
+        for i, (text,) in enumerate(st.con.execute(
+                "SELECT text FROM texts t WHERE customer_id = ? AND length(text) >= 20 AND NOT EXISTS "
+                "(SELECT 1 FROM texts o WHERE o.text = t.text AND o.customer_id <> t.customer_id)", [cid]).fetchall()):
+            out[f"own words {i}"] = text
     for name, factory in EMBEDDERS.items():
         for i, text in enumerate(masked):
             out[f"{name} cache key {i}"] = text_key(factory.id, text)  # type: ignore[attr-defined]
@@ -191,3 +196,20 @@ def test_raw_session_ids_stored_by_an_older_version_are_pseudonymised_and_compac
         ingest(cfg, st)
         assert st.scalar("SELECT count(*) FROM events WHERE session_id NOT LIKE 'c\\_%' ESCAPE '\\'") == 0
     assert b"U99999999-s1" not in cfg.store_path.read_bytes()
+
+
+def test_segment_quotes_of_an_erased_customer_are_removed(shop: Path) -> None:
+    cfg = load_config(shop / "shoplens.toml")
+    with Store.for_config(cfg) as st:
+        snap = st.require_snapshot()
+        quotes = {q for p, c in st.con.execute(f"SELECT praise, complaints FROM snap_{snap}.segments").fetchall()
+                  for q in json.loads(p or "[]") + json.loads(c or "[]")}
+        quoted = st.con.execute("SELECT customer_id, text FROM texts WHERE list_contains(?, left(text, 200))",
+                                [sorted(quotes)]).fetchall()
+        assert quoted, "the demo's segments quote no review"
+        cid, text = quoted[0]
+        report = forget(st, cid, keys_for(cfg), cfg)
+        assert report.removed.get("segment quotes", 0) >= 1
+        left = [q for p, c in st.con.execute(f"SELECT praise, complaints FROM snap_{snap}.segments").fetchall()
+                for q in json.loads(p or "[]") + json.loads(c or "[]")]
+        assert text[:200] not in left
