@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,44 +14,19 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
+from servers import role_keys, serving
 
-from shoplens.config import load_config
 from shoplens.jobs import Summary
-from shoplens.serving.access import AUDIT_COMMIT_S, Access
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from shoplens.serving.access import AUDIT_COMMIT_S
 
 
 @pytest.fixture(scope="module")
 def server(demo_shop: Summary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     folder = tmp_path_factory.mktemp("api") / "shop"
     shutil.copytree(demo_shop.folder, folder)
-    cfg = load_config(folder / "shoplens.toml")
-    access = Access(cfg.store_path)
-    keys = {role: access.create_key(f"test-{role}", role) for role in ("admin", "analyst", "service")}
-    access.close()
-    port = _free_port()
-    code = ("import uvicorn; from shoplens.config import load_config; from shoplens.serving.api import create_app; "
-            f"uvicorn.run(create_app(load_config({str(folder / 'shoplens.toml')!r})), host='127.0.0.1', port={port}, log_level='warning')")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the API server did not start")
+    keys = role_keys(folder)
+    with serving(folder) as (base, _proc):
         yield {"base": base, "keys": keys, "folder": folder, "example": demo_shop.example_customer}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def get(server: dict, path: str, role: str | None = None, **kw) -> httpx.Response:

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from openai_stub import Stub
 from pydantic import BaseModel
+from servers import free_port, role_keys, serving, wait_up
 
 from shoplens.config import load_config
 from shoplens.ingest.pipeline import optional_keys
@@ -33,24 +34,6 @@ from shoplens.llm.openai_compat import OpenAICompatible
 from shoplens.serving.access import AUDIT_COMMIT_S, Access
 
 ERROR_SHAPE = {"error", "code"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_up(base: str, proc: subprocess.Popen | None = None) -> None:
-    for _ in range(300):
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code in (200, 503):
-                return
-        except httpx.TransportError:
-            if proc is not None and proc.poll() is not None:
-                break
-            time.sleep(0.1)
-    pytest.fail("the API server did not start")
 
 
 @pytest.fixture(scope="module")
@@ -70,26 +53,15 @@ def server(demo_shop: Summary, tmp_path_factory: pytest.TempPathFactory, stub: S
         fh.write(f'\n[text]\nembedder = "hash"\n\n[llm]\ntype = "openai"\nbase_url = "{stub.url}"\nmodel = "stub"\n'
                  'max_retries = 0\ncache = ".shoplens/llm-cache.sqlite"\n')
     cfg = load_config(folder / "shoplens.toml")
-    access = Access(cfg.store_path)
-    keys = {role: access.create_key(f"test-{role}", role) for role in ("admin", "analyst", "service")}
-    access.close()
+    keys = role_keys(folder)
     with open(folder / "customers.csv", encoding="gb18030", newline="") as fh:
         raw = next(csv.DictReader(fh))["customer_id"]
     secret = optional_keys(cfg)
     assert secret is not None
-    port = _free_port()
     log_path = folder.parent / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "shoplens.cli", "serve", "-c", str(folder / "shoplens.toml"),
-                                 "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_up(base, proc)
+    with open(log_path, "wb") as log, serving(folder, cli=True, output=log) as (base, proc):
         yield {"base": base, "keys": keys, "folder": folder, "cfg": cfg, "raw": raw, "pseudonym": secret.pseudonym(raw),
-               "log": log_path, "port": port, "proc": proc}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+               "log": log_path, "port": int(base.rsplit(":", 1)[1]), "proc": proc}
 
 
 def call(server: dict, method: str, path: str, role: str | None = "analyst", **kw) -> httpx.Response:
@@ -230,12 +202,12 @@ def test_an_internal_error_is_500_without_detail_and_audited(server: dict, tmp_p
     def boom() -> None:
         raise RuntimeError("/srv/secret/path PID 4242 upstream said no")
 
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:
-        _wait_up(f"http://127.0.0.1:{port}")
+        wait_up(f"http://127.0.0.1:{port}")
         r = httpx.get(f"http://127.0.0.1:{port}/boom", timeout=10)
         assert r.status_code == 500 and r.json() == {"error": "internal error", "code": "internal"}
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code in (200, 503)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,41 +17,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import role_keys, serving
 
 from shoplens.config import load_config
 from shoplens.jobs import Summary
-from shoplens.serving.access import Access
 from shoplens.serving.reader import current_name, profiles_dir
 
 
 @contextmanager
 def running_server(folder: Path) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes]]]:
     """A uvicorn server over the shop in ``folder``; yields its base URL, a key per role, the process."""
-    cfg = load_config(folder / "shoplens.toml")
-    access = Access(cfg.store_path)
-    keys = {role: access.create_key(f"rel-{role}-{time.monotonic_ns()}", role) for role in ("admin", "analyst")}
-    access.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    code = ("import uvicorn; from shoplens.config import load_config; from shoplens.serving.api import create_app; "
-            f"uvicorn.run(create_app(load_config({str(folder / 'shoplens.toml')!r})), host='127.0.0.1', port={port}, "
-            "log_level='warning')")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the API server did not start")
+    keys = role_keys(folder, f"rel-{time.monotonic_ns()}", ("admin", "analyst"))
+    with serving(folder) as (base, proc):
         yield base, keys, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
