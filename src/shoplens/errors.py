@@ -69,6 +69,34 @@ class ForbiddenError(ShopLensError):
     code = "forbidden"
 
 
+class FilterError(ShopLensError):
+    """An audience filter that cannot be parsed or names an unknown field."""
+
+    http_status = 400
+    code = "filter"
+
+
+class TextInputError(ShopLensError):
+    """A text analyser was given something that is not text."""
+
+    http_status = 422
+    code = "text_input"
+
+
+class ModelError(ShopLensError):
+    """Data unfit for a model (too few customers, too short a history) or a failed fit."""
+
+    http_status = 422
+    code = "model"
+
+
+class LLMError(ShopLensError):
+    """The LLM could not be reached, timed out, refused, or answered unusably."""
+
+    http_status = 502
+    code = "llm"
+
+
 class IntegrityError(ShopLensError):
     """A stored file failed its integrity check (checksum recorded when it was written)."""
 

@@ -24,17 +24,10 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from shoplens.config import Config
-from shoplens.errors import ShopLensError
+from shoplens.errors import LLMError
 
 MAX_PROMPT_CHARS = 16_000
 Model = TypeVar("Model", bound=BaseModel)
-
-
-class LLMError(ShopLensError):
-    """The LLM could not be reached, timed out, refused, or answered unusably."""
-
-    http_status = 502
-    code = "llm"
 
 
 class AnswerRejected(LLMError):

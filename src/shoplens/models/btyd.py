@@ -20,14 +20,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import optimize, special
 
-from shoplens.errors import ShopLensError
-
-
-class ModelError(ShopLensError):
-    """Data unfit for a model (too few customers, too short a history) or a failed fit."""
-
-    http_status = 422
-    code = "model"
+from shoplens.errors import ModelError
 
 
 def _check_history(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, minimum: int) -> None:

@@ -24,7 +24,7 @@ import math
 import re
 from typing import Any
 
-from shoplens.errors import ShopLensError
+from shoplens.errors import FilterError
 
 OPS = {"=", "!=", "<", "<=", ">", ">=", "between", "in"}
 _TOKEN = re.compile(
@@ -37,13 +37,6 @@ MAX_NODES = 200
 # ANDs; 20 levels of and/or/not (or parentheses in the text form) leaves a margin.
 MAX_DEPTH = 20
 MAX_INT = 2**63  # SQLite binds 64-bit integers only
-
-
-class FilterError(ShopLensError):
-    """A filter that cannot be parsed or names an unknown field."""
-
-    http_status = 400
-    code = "filter"
 
 
 def tokenize(text: str) -> list[tuple[str, Any]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-from shoplens.errors import ShopLensError
+from shoplens.errors import TextInputError
 from shoplens.privacy import mask_text
 
 Language = Literal["zh", "en", "mixed", "und"]
@@ -37,13 +37,6 @@ _CLAUSE_END = re.compile(r"[。！？!?；;，,\n]+|(?<=[a-z])\.(?:\s+|$)")
 _CONTRAST = re.compile(r"(?=(?:但是|但|不过|可是|然而|就是|\bbut\b|\bhowever\b|\bthough\b|\balthough\b))", re.I)
 _EN_TOKEN = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
 PLACEHOLDER = re.compile(r"\[(PHONE|EMAIL|ID|CARD)\]")  # what privacy.mask_text leaves
-
-
-class TextInputError(ShopLensError):
-    """A text analyser was given something that is not text."""
-
-    http_status = 422
-    code = "text_input"
 
 
 @dataclass(frozen=True)
