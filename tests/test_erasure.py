@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import write_shop
 from typer.testing import CliRunner
 
 from shoplens.cli import app
@@ -213,3 +214,85 @@ def test_segment_quotes_of_an_erased_customer_are_removed(shop: Path) -> None:
         left = [q for p, c in st.con.execute(f"SELECT praise, complaints FROM snap_{snap}.segments").fetchall()
                 for q in json.loads(p or "[]") + json.loads(c or "[]")]
         assert text[:200] not in left
+
+
+SMALL_CUSTOMERS = """\
+customer_id,name,phone,city,signup_at
+C001,张三,13812345678,上海,2023-01-05 10:00:00
+C0010,李四,13912345678,北京,2023-02-01
+"""
+SMALL_CONFIG = """
+[[sources]]
+table = "customers"
+path = "customers.csv"
+[[sources]]
+table = "orders"
+path = "orders.csv"
+"""
+
+
+def test_erasure_by_pseudonym_takes_the_quarantined_rows_naming_the_raw_id_and_only_those(tmp_path: Path) -> None:
+    orders = ("order_id,customer_id,order_ts,amount\nO1,C001,2024-01-01,5\nO10,C0010,2024-01-02,6\n"
+              "O2,C001,2024-01-03,not-a-number\nO3,C0010,2024-01-04,not-a-number\n")
+    cfg = write_shop(tmp_path, {"customers.csv": SMALL_CUSTOMERS, "orders.csv": orders}, SMALL_CONFIG)
+    keys = keys_for(cfg)
+    with Store.for_config(cfg) as st:
+        ingest(cfg, st)
+        assert st.scalar("SELECT count(*) FROM quarantine") == 2
+        forget(st, keys.pseudonym("C001"), keys, cfg)  # by pseudonym: the records hold the raw id
+        left = [keys.decrypt(r[0]) for r in st.con.execute("SELECT record_enc FROM quarantine").fetchall()]
+        assert len(left) == 1 and "C0010" in left[0] and "O3" in left[0]  # C0010 and O10 are not C001 and O1
+        assert st.scalar("SELECT count(*) FROM orders WHERE order_id = 'O10'") == 1
+    assert b"C001," not in cfg.store_path.read_bytes()
+
+
+def test_an_interrupted_erasure_is_finished_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    orders = "order_id,customer_id,order_ts,amount\nO1,C001,2024-01-01,5\nO10,C0010,2024-01-02,6\n"
+    cfg = write_shop(tmp_path, {"customers.csv": SMALL_CUSTOMERS, "orders.csv": orders}, SMALL_CONFIG)
+    keys = keys_for(cfg)
+    cid = keys.pseudonym("C001")
+    access = Access(cfg.store_path)
+    access.audit(Principal("ops", "admin"), "GET", f"/profiles/{cid}", cid, 200)
+    access.close()
+    with Store.for_config(cfg) as st:
+        ingest(cfg, st)
+
+    def killed(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt  # what a kill between two steps leaves
+
+    import shoplens.erasure as erasure
+
+    monkeypatch.setattr(erasure, "_erase_access", killed)
+    with Store.for_config(cfg) as st, pytest.raises(KeyboardInterrupt):
+        forget(st, "C001", keys, cfg)
+    marker = pending_marker(cfg.store_path)
+    assert marker.exists() and b"C001" not in marker.read_bytes() and cid.encode() not in marker.read_bytes()
+    monkeypatch.undo()
+    with Store.for_config(cfg) as st:  # the next open for writing finishes the job
+        assert st.scalar("SELECT count(*) FROM customers") == 1
+    assert not marker.exists()
+    shop_bytes = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".csv")
+    assert cid.encode() not in shop_bytes
+
+
+def test_new_orders_of_an_erased_customer_keep_their_lines_out(tmp_path: Path) -> None:
+    orders = "order_id,customer_id,order_ts,amount\nO1,C001,2024-01-01,5\n"
+    config = SMALL_CONFIG + '[[sources]]\ntable = "order_items"\npath = "order_items.csv"\n' \
+        '[[sources]]\ntable = "products"\npath = "products.csv"\n'
+    files = {"customers.csv": SMALL_CUSTOMERS, "orders.csv": orders, "products.csv": "product_id\nP1\n",
+             "order_items.csv": "order_id,line_no,product_id,unit_price\nO1,1,P1,5\n"}
+    cfg = write_shop(tmp_path, files, config)
+    keys = keys_for(cfg)
+    with Store.for_config(cfg) as st:
+        ingest(cfg, st)
+        forget(st, "C001", keys, cfg)
+    # the shop exports a new order of the erased customer, with its line
+    (tmp_path / "orders.csv").write_text(orders + "O7,C001,2024-02-01,9\n", encoding="utf-8")
+    (tmp_path / "order_items.csv").write_text("order_id,line_no,product_id,unit_price\nO1,1,P1,5\nO7,1,P1,9\n",
+                                              encoding="utf-8")
+    with Store.for_config(cfg) as st:
+        ingest(cfg, st)
+        rows = st.con.execute("SELECT table_name, reason, record_enc FROM quarantine WHERE resolved_ingest IS NULL "
+                              "ORDER BY table_name").fetchall()
+        assert rows and all(r[1] == "erased" and r[2] is None for r in rows), rows
+        assert {r[0] for r in rows} >= {"order_items", "orders"}

@@ -103,6 +103,18 @@ def test_own_customer_id_in_free_text_and_rejected_rows_is_replaced(tmp_path: Pa
     assert raw_id_hits(st, ["C001", "C002", "C003"]) == []
 
 
+def test_a_customer_row_that_does_not_split_keeps_no_personal_data_in_clear(tmp_path: Path, store_for) -> None:
+    # an unquoted comma inside the address: the row has one field too many
+    customers = "customer_id,name,address,city\nC001,Li Si,Room 5, 12 Baker St,London\nC002,王五,某路1号,上海\n"
+    cfg = write_shop(tmp_path, {"customers.csv": customers}, CONFIG_CO.split('[[sources]]\ntable = "orders"')[0])
+    st = store_for(cfg)
+    ingest(cfg, st)
+    (reject,) = quarantine_report(st, table_name="customers")
+    assert reject["reason"] == "unparseable row" and str(reject["found"]).startswith("5 fields")
+    assert not any(w in str(reject["found"]) for w in ("Li Si", "Baker", "C001"))
+    assert raw_id_hits(st, ["Li Si", "Baker St", "C001"]) == []
+
+
 # ---- item 3: erasure is not undone by the next ingest --------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -363,6 +364,8 @@ def main() -> None:
         from shoplens.fsutil import describe_os_error
 
         _fail(describe_os_error(err))
+    except sqlite3.OperationalError as err:  # a serving file, the audit log or a cache: full, read-only, locked
+        _fail(f"a SQLite file could not be used: {err} (disk full, read-only folder, or another process holds it)")
     except Exception as err:  # DuckDB reports a full or read-only disk as its own exceptions
         reason = _storage_failure(err)
         if reason is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,38 +62,83 @@ def _delete(store: Store, report: ErasureReport, label: str, sql: str, params: l
     report.add(label, store.con.execute(sql, params).fetchall()[0][0])
 
 
-def forget(store: Store, ref: str, keys: Keys | None, cfg: Config | None = None) -> ErasureReport:
+def forget(store: Store, ref: str | None, keys: Keys | None, cfg: Config | None = None) -> ErasureReport:
     """Erase customer ``ref`` everywhere; raises NotFoundError when nothing matches.
 
     ``cfg`` names the caches to clean (embedding and LLM caches); without it only the
-    store, serving files, audit log and registered exports are cleaned.
+    store, serving files, audit log and registered exports are cleaned. The work is a
+    job recorded first (Fernet-encrypted, in ``<store>.erasure-pending``) and removed
+    last, so an erasure killed or failed at any step is finished by the next ``forget``
+    (of anyone, or ``ref=None`` to only finish pending ones).
     """
     if keys is None:
         raise ConfigError("erasure needs the shop's secret key (to add the customer to the suppression list "
                           "that keeps later ingests from bringing them back)")
-    raw = None if ref.startswith(PSEUDONYM_PREFIX) else ref
-    cid = ref if raw is None else keys.pseudonym(raw)
-    report = ErasureReport(cid)
     store_path = Path(store.path)
-    texts = _erase_store(store, report, cid, raw, keys)
-    served = _erase_serving(store_path, cid, report)
-    if not report.total:
-        raise NotFoundError(f"customer '{ref}' not found: nothing to erase")
     marker = pending_marker(store_path)
-    write_atomic(marker, "compaction pending\n")
-    compact(store)
-    report.rewritten.append(store_path.name)
+    jobs = _pending(marker, keys)
+    cid = None
+    new: set[str] = set()  # asked for now, not resumed: unknown ones are a 404
+    if ref is not None:
+        raw = None if ref.startswith(PSEUDONYM_PREFIX) else ref
+        cid = ref if raw is None else keys.pseudonym(raw)
+        if not any(j["cid"] == cid for j in jobs):
+            texts = [r[0] for r in store.con.execute("SELECT text FROM texts WHERE customer_id = ?", [cid]).fetchall()]
+            jobs.append({"cid": cid, "raw": raw, "texts": texts})
+            new.add(cid)
+    if not jobs:
+        raise NotFoundError("no erasure is pending: name the customer to erase")
+    write_atomic(marker, keys.fernet.encrypt(json.dumps(jobs).encode()).decode() + "\n")
+    reports = {j["cid"]: ErasureReport(j["cid"]) for j in jobs}
+    for job in jobs:
+        _erase_store(store, reports[job["cid"]], job["cid"], job["raw"], keys)
+        reports[job["cid"]].rewritten += _erase_serving(store_path, job["cid"], reports[job["cid"]])
+    unknown = [j for j in jobs if j["cid"] in new and not reports[j["cid"]].total]
+    jobs = [j for j in jobs if j not in unknown]
+    if jobs:
+        compact(store)
+    for job in jobs:
+        report = reports[job["cid"]]
+        report.rewritten.insert(0, store_path.name)
+        _erase_access(store_path, job["cid"], job["raw"], report)
+        if cfg is not None:
+            _erase_caches(cfg, job["texts"], report)
+        _erase_exports(store_path, job["cid"], report, store)
     marker.unlink(missing_ok=True)
-    report.rewritten += served
-    _erase_access(store_path, cid, raw, report)
-    if cfg is not None:
-        _erase_caches(cfg, texts, report)
-    _erase_exports(store_path, cid, report, store)
-    return report
+    if unknown:
+        raise NotFoundError(f"customer '{ref}' not found: nothing to erase")
+    return reports[cid] if cid is not None else next(iter(reports.values()))
 
 
-def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None, keys: Keys) -> list[str]:
-    """Delete every row of ``cid`` in one transaction; returns the customer's (masked) texts."""
+def finish_pending(store: Store, cfg: Config | None) -> None:
+    """Finish erasures a kill or an error interrupted (``Store.open`` calls this when the
+    marker exists). Without the config or the key, only the compaction is done."""
+    from shoplens.ingest.pipeline import optional_keys
+
+    marker = pending_marker(Path(store.path))
+    keys = optional_keys(cfg) if cfg is not None else None
+    if keys is not None and _pending(marker, keys):
+        forget(store, None, keys, cfg)
+        return
+    compact(store)
+    if keys is not None:  # nothing recorded beyond the compaction (or an unreadable marker)
+        marker.unlink(missing_ok=True)
+
+
+def _pending(marker: Path, keys: Keys) -> list[dict[str, Any]]:
+    """Erasures recorded but not finished (a kill or an error stopped them)."""
+    try:
+        token = marker.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return []
+    try:
+        return list(json.loads(keys.decrypt(token)))
+    except Exception:  # a marker from before jobs were recorded: only the compaction is owed
+        return []
+
+
+def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None, keys: Keys) -> None:
+    """Delete every row of ``cid`` in one transaction and list them as erased (repeatable)."""
     con = store.con
     with store.transaction():
         orders = [r[0] for r in con.execute("SELECT order_id FROM orders WHERE customer_id = ?", [cid]).fetchall()]
@@ -104,12 +150,9 @@ def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None,
             _delete(store, report, "vault_text_raw", "DELETE FROM vault_text_raw WHERE list_contains(?, text_id)", [text_ids])
         for table in DATA_TABLES:
             _delete(store, report, table, f"DELETE FROM {table} WHERE customer_id = ?", [cid])
-        needles = [cid, *orders, *text_ids] + ([raw] if raw else [])
-        _delete(store, report, "quarantine",
-                "DELETE FROM quarantine WHERE len(list_filter(?, lambda x: contains(found, x))) > 0", [needles])
-        hits = [rowid for rowid, rec in con.execute(
-            "SELECT rowid, record_enc FROM quarantine WHERE record_enc IS NOT NULL").fetchall()
-            if _mentions(keys.decrypt(rec), needles)]
+        ids = {*orders, *text_ids}
+        hits = [rowid for rowid, found, rec in con.execute("SELECT rowid, found, record_enc FROM quarantine").fetchall()
+                if _names(found, rec, cid, ids, keys)]
         if hits:
             _delete(store, report, "quarantine", "DELETE FROM quarantine WHERE list_contains(?, rowid)", [hits])
         for schema, table in con.execute(
@@ -118,22 +161,29 @@ def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None,
             _delete(store, report, f"snapshots.{table}", f"DELETE FROM {schema}.{table} WHERE customer_id = ?", [cid])
         if texts:
             _erase_quotes(store, texts, report)
-        found = report.total
-        if found:
+        if report.total:
             from shoplens.ingest.validate import ERASED_ORDER_PREFIX
 
             hashes = [keys.subject_hash(cid)] + [keys.subject_hash(ERASED_ORDER_PREFIX + o) for o in orders]
             con.executemany("INSERT OR IGNORE INTO erased_subjects VALUES (?, now())", [[h] for h in hashes])
-    return texts
 
 
-def _mentions(record_json: str, needles: list[str]) -> bool:
-    try:
-        obj = json.loads(record_json)
-    except json.JSONDecodeError:
-        return any(n in record_json for n in needles)
-    values = {str(v) for v in obj.values()} if isinstance(obj, dict) else {record_json}
-    return any(n in v for v in values for n in needles)
+_WORD = re.compile(r"[^\s,;|\t\"'(){}\[\]:/]+")
+
+
+def _names(found: str | None, record_enc: str | None, cid: str, ids: set[str], keys: Keys) -> bool:
+    """Whether a quarantine row is the customer's: its ``found`` value or its decrypted
+    record holds their pseudonym, one of their order or text ids, or a value whose
+    pseudonym is theirs (the shop's raw id), compared as whole values, never substrings."""
+    values = set(_WORD.findall(found or ""))
+    if record_enc:
+        record = keys.decrypt(record_enc)
+        try:
+            obj = json.loads(record)
+        except json.JSONDecodeError:
+            obj = None
+        values |= {str(v) for v in obj.values() if v is not None} if isinstance(obj, dict) else set(_WORD.findall(record))
+    return cid in values or bool(values & ids) or any(keys.pseudonym(v) == cid for v in values)
 
 
 def _erase_quotes(store: Store, texts: list[str], report: ErasureReport) -> None:
@@ -194,17 +244,18 @@ def _sql_str(text: str) -> str:
     return text.replace("'", "''")
 
 
-def scrub_sqlite(path: Path, statements: list[tuple[str, list[Any]]]) -> int:
+def scrub_sqlite(path: Path, statements: list[tuple[str, list[Any]]], vacuum: bool = True) -> int:
     """Run deletes/updates on a SQLite file so that no byte of the old values survives:
-    ``secure_delete`` zeroes freed content, ``VACUUM`` rebuilds the file, and the WAL is
-    checkpointed and truncated. Returns the rows changed."""
+    ``secure_delete`` zeroes deleted and freed content, ``VACUUM`` (unless ``vacuum`` is
+    False, for files too large to rebuild under a running server) rebuilds the file, and
+    the WAL is checkpointed and truncated. Returns the rows changed."""
     if not path.exists():
         return 0
     db = sqlite3.connect(path, isolation_level=None, timeout=10)
     try:
         db.execute("PRAGMA secure_delete = ON")
         changed = sum(db.execute(sql, params).rowcount for sql, params in statements)
-        if changed:
+        if changed and vacuum:
             db.execute("VACUUM")
         busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
         if busy:  # a reader held an old snapshot of the WAL: its frames would survive
@@ -224,6 +275,8 @@ def _erase_serving(store_path: Path, cid: str, report: ErasureReport) -> list[st
     folder = profiles_dir(store_path)
     current = current_name(folder)
     rewritten = []
+    for leftover in folder.glob("*.tmp"):  # a publish or an erasure killed midway
+        leftover.unlink(missing_ok=True)
     for _snap, path in serving_files(folder):
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src:
             n = src.execute("SELECT count(*) FROM profiles WHERE customer_id = ?", [cid]).fetchone()[0]
@@ -256,8 +309,10 @@ def _erase_access(store_path: Path, cid: str, raw: str | None, report: ErasureRe
     needles = [cid] + ([raw] if raw else [])
     cond = " OR ".join(["customer_id = ?"] + ["instr(path, ?) > 0", "instr(coalesce(detail, ''), ?) > 0"] * len(needles))
     params: list[Any] = [cid] + [n for n in needles for _ in (0, 1)]
+    # no VACUUM: the audit log grows without bound and a running server writes to it;
+    # secure_delete zeroes the replaced values in place
     report.add("audit", scrub_sqlite(access_path(store_path), [
-        (f"UPDATE audit SET customer_id = NULL, path = '(erased)', detail = '' WHERE {cond}", params)]))
+        (f"UPDATE audit SET customer_id = NULL, path = '(erased)', detail = '' WHERE {cond}", params)], vacuum=False))
 
 
 def _erase_caches(cfg: Config, texts: list[str], report: ErasureReport) -> None:

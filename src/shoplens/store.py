@@ -101,7 +101,8 @@ class Store:
 
     @classmethod
     def open(
-        cls, path: str | Path, read_only: bool = False, timezone: str = "UTC", memory_limit: str | None = None
+        cls, path: str | Path, read_only: bool = False, timezone: str = "UTC", memory_limit: str | None = None,
+        cfg: Config | None = None,
     ) -> Store:
         p = str(path)
         if read_only and p != ":memory:" and not Path(p).exists():
@@ -117,7 +118,7 @@ class Store:
         store = cls(con, p, timezone, memory_limit, read_only)
         if not read_only:
             store._ensure_schema()
-            store._finish_erasure()
+            store._finish_erasure(cfg)
         return store
 
     def reopen(self) -> None:
@@ -129,21 +130,21 @@ class Store:
         self.con.execute(f"SET TimeZone = '{self.timezone}'")
         tune(self.con, self.memory_limit)
 
-    def _finish_erasure(self) -> None:
-        """An erasure killed before its compaction left a marker: compact now."""
+    def _finish_erasure(self, cfg: Config | None = None) -> None:
+        """An erasure killed or failed midway left its job in a marker: with the config
+        and the key, finish it (every step repeats safely); without them, at least
+        compact, so no freed block keeps the erased values."""
         if self.path == ":memory:":
             return
-        from shoplens.erasure import compact, pending_marker
+        from shoplens.erasure import finish_pending, pending_marker
 
-        marker = pending_marker(Path(self.path))
-        if marker.exists():
-            compact(self)
-            marker.unlink(missing_ok=True)
+        if pending_marker(Path(self.path)).exists():
+            finish_pending(self, cfg)
 
     @classmethod
     def for_config(cls, cfg: Config, read_only: bool = False) -> Store:
         """Open the store a config names, with its time zone and memory limit."""
-        return cls.open(cfg.store_path, read_only, cfg.defaults.timezone, cfg.store.memory_limit)
+        return cls.open(cfg.store_path, read_only, cfg.defaults.timezone, cfg.store.memory_limit, cfg)
 
     def _ensure_schema(self) -> None:
         self.con.execute(_META_DDL)

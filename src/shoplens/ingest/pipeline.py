@@ -29,7 +29,14 @@ from shoplens.errors import ConfigError, SourceError
 from shoplens.ingest.quarantine import INSERT, quarantine_report, resolve
 from shoplens.ingest.readers import Batch, CsvReader, SourceReader, open_reader
 from shoplens.ingest.rejects import RejectContext, quarantine_rejects
-from shoplens.ingest.validate import SourceContext, keys_sql, q, validation_sql
+from shoplens.ingest.validate import (
+    ERASED_ORDER_PREFIX,
+    SourceContext,
+    keys_sql,
+    lit,
+    q,
+    validation_sql,
+)
 from shoplens.privacy import PSEUDONYM_HEX, Keys, load_keys
 from shoplens.schema import INGEST_ORDER, TABLES, Table, table
 from shoplens.store import Store
@@ -270,6 +277,9 @@ def _validate_batch(
         "CASE WHEN NOT _erased THEN _row_key END FROM _checked WHERE _err_field IS NOT NULL",
         [ingest_id, name, label],
     )
+    if name == "orders":  # new orders of an erased customer: their order lines must stay out too
+        con.execute(f"INSERT OR IGNORE INTO erased_subjects SELECT DISTINCT sl_subject({lit(ERASED_ORDER_PREFIX)} || "
+                    "order_id), now() FROM _checked WHERE _erased AND order_id IS NOT NULL")
     cols = "* EXCLUDE (_err_field, _err_expected, _err_found)"
     if first:
         con.execute(f"CREATE TEMP TABLE {stage} AS SELECT {cols} FROM _checked WHERE _err_field IS NULL")

@@ -94,6 +94,13 @@ def quarantine_rejects(
             rows.append((ingest_id, ctx.table.name, ctx.label, r.line, r.row, SUBJECT_COLUMN, ERASED_EXPECTED,
                          ERASED_FOUND, "erased", None, None))
             continue
+        if any(c.pii for c in ctx.table.columns):  # a row that did not split may hold names and addresses anywhere
+            head = r.found.split(":", 1)[0] if re.match(r"\d+ fields:|invalid JSON", r.found) else "not a JSON object"
+            found = f"{head} (row withheld: it may hold personal data; the encrypted row is kept)"
+            rows.append((ingest_id, ctx.table.name, ctx.label, r.line, r.row, "(row)", r.expected, found,
+                         "unparseable row", keys.fernet.encrypt(text.encode()).decode(),
+                         row_key(ctx.salt, _key_values(text, ctx), text)))
+            continue
         found = r.found
         ids = {w for w in ws if pseudo[w] in known} | ({subject} if subject else set())
         for w in sorted(ids, key=len, reverse=True):  # even short ids: over-redacting a reject costs little

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shoplens.config import Config
 from shoplens.errors import ConfigError, NotFoundError
+from shoplens.fsutil import private_umask
 from shoplens.privacy import PSEUDONYM_PREFIX, Keys
 from shoplens.serving.access import Access, Principal, require_role
 from shoplens.serving.audience import (
@@ -88,8 +89,12 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         from shoplens.ingest.pipeline import optional_keys
 
         keys = optional_keys(cfg)
+    private_umask()  # the server creates the audit log and rewrites serving files: private to its user
     reader = ProfileReader(store_path)
     access = Access(store_path)
+    # one DuckDB user at a time in this process: an erasure replaces the file (compaction),
+    # which must not happen under another open handle
+    store_lock = threading.Lock()
     atexit.register(access.commit)  # the last group of audit rows, when the server stops
     app = ShopLensAPI(title="ShopLens", version="0.1", description="Customer profiles, segments and audiences.")
     install_error_handlers(app)
@@ -136,7 +141,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         if who.role == "service":
             doc = {k: doc[k] for k in SERVICE_FIELDS if k in doc}
         if include_pii:
-            doc["pii"] = await run_in_threadpool(_decrypt_pii, cfg, cid, keys)
+            doc["pii"] = await run_in_threadpool(_locked, store_lock, _decrypt_pii, cfg, cid, keys)
         return doc
 
     @app.get("/segments")
@@ -225,7 +230,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         from shoplens.erasure import forget
         from shoplens.store import Store
 
-        with Store.for_config(cfg) as store:
+        with store_lock, Store.for_config(cfg) as store:
             report = forget(store, customer_id, keys, cfg)
         return {"customer_id": report.customer_id, "removed": report.removed}
 
@@ -272,6 +277,11 @@ def _export(db: Any, where: str, params: list[Any], fmt: str) -> Response:
     pq.write_table(table, buf)
     return Response(buf.getvalue(), media_type="application/vnd.apache.parquet",
                     headers={"Content-Disposition": "attachment; filename=audience.parquet"})
+
+
+def _locked(lock: threading.Lock, fn: Any, *args: Any) -> Any:
+    with lock:
+        return fn(*args)
 
 
 def _decrypt_pii(cfg: Config, cid: str, keys: Keys | None) -> dict[str, str]:

@@ -176,19 +176,23 @@ class ProfileReader:
         return con
 
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run a read on the served file; a file SQLite finds damaged is re-verified,
-        marked bad and the read retried once on the file chosen next."""
+        """Run a read on the served file. When SQLite reports damage, the file's checksum
+        is checked: a file that fails is marked bad and the read retried once on the file
+        chosen next; one that passes is kept (the error was passing: too many open files,
+        an I/O hiccup) and the read answers 503."""
         for attempt in (0, 1):
+            path = self._choose().path
             con = self.db()
             try:
                 return con.execute(sql, params).fetchall()
             except sqlite3.ProgrammingError:
                 raise
             except sqlite3.DatabaseError:
-                path = self._choice.path if self._choice else None
-                if path is None or attempt:
-                    raise IntegrityError("the serving file is damaged: run 'shoplens build' to publish a new one") from None
-                self._bad[path] = (_signature(path), verify(path) or "unreadable by SQLite")
+                problem = verify(path)
+                if problem is None or attempt:
+                    raise IntegrityError("the serving file could not be read: try again, or run 'shoplens build' "
+                                         "to publish a new one") from None
+                self._bad[path] = (_signature(path), problem)
                 self._invalidate(path)
         raise AssertionError("unreachable")  # pragma: no cover
 
