@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from shoplens.cli import app
 from shoplens.config import load_config
 from shoplens.erasure import compact, forget, pending_marker
-from shoplens.errors import NotFoundError
+from shoplens.errors import ConfigError, NotFoundError
 from shoplens.ingest.pipeline import ingest, keys_for
 from shoplens.jobs import Summary
 from shoplens.serving.access import Access, Principal
@@ -296,3 +296,22 @@ def test_new_orders_of_an_erased_customer_keep_their_lines_out(tmp_path: Path) -
                               "ORDER BY table_name").fetchall()
         assert rows and all(r[1] == "erased" and r[2] is None for r in rows), rows
         assert {r[0] for r in rows} >= {"order_items", "orders"}
+
+
+def test_another_key_is_refused_and_no_key_is_made_for_a_store_with_data(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    orders = "order_id,customer_id,order_ts,amount\nO1,C001,2024-01-01,5\n"
+    cfg = write_shop(tmp_path, {"customers.csv": SMALL_CUSTOMERS, "orders.csv": orders}, SMALL_CONFIG)
+    with Store.for_config(cfg) as st:
+        ingest(cfg, st)
+    other = "b" * 43 + "="
+    monkeypatch.setenv("SHOPLENS_SECRET_KEY", other)
+    with Store.for_config(cfg) as st, pytest.raises(ConfigError, match="not the one this store was built with"):
+        ingest(cfg, st, create_key=True)
+    monkeypatch.delenv("SHOPLENS_SECRET_KEY")  # and no key where the default says: one is not made up
+    monkeypatch.setenv("SHOPLENS_KEY_DIR", str(tmp_path / "keys"))
+    with Store.for_config(cfg) as st, pytest.raises(ConfigError, match="no secret key"):
+        ingest(cfg, st, create_key=True)
+    assert not (tmp_path / "keys").exists()
+    with Store.for_config(cfg, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM customers") == 2

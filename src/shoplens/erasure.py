@@ -74,6 +74,10 @@ def forget(store: Store, ref: str | None, keys: Keys | None, cfg: Config | None 
     if keys is None:
         raise ConfigError("erasure needs the shop's secret key (to add the customer to the suppression list "
                           "that keeps later ingests from bringing them back)")
+    if cfg is not None:
+        from shoplens.ingest.pipeline import check_key
+
+        check_key(cfg, store, keys)
     store_path = Path(store.path)
     marker = pending_marker(store_path)
     jobs = _pending(marker, keys)

@@ -93,6 +93,11 @@ class Keys:
         sk = hmac.new(secret, b"shoplens/suppression/v1", hashlib.sha256).digest()
         return cls(hmac_key=hk, fernet=Fernet(base64.urlsafe_b64encode(fk)), subject_key=sk)
 
+    def fingerprint(self) -> str:
+        """A short keyed value that identifies the secret without revealing it, recorded in
+        the store so a different key is refused instead of silently making new pseudonyms."""
+        return hmac.new(self.hmac_key, b"shoplens/fingerprint/v1", hashlib.sha256).hexdigest()[:16]
+
     def subject_hash(self, pseudonym: str) -> str:
         """Keyed hash of a customer's pseudonym for the suppression list of erased customers.
 
@@ -159,7 +164,8 @@ def load_keys(key_env: str, key_file: Path, create: bool = False) -> Keys:
         if not create:
             raise ConfigError(
                 f"no secret key: set ${key_env} or create {key_file} "
-                "(run 'shoplens init' to generate one)"
+                "(run 'shoplens init' to generate one; if the shop folder moved, set [privacy] key_file "
+                "to the key file it used before)"
             )
         raw = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
         key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

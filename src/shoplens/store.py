@@ -14,6 +14,8 @@ Layout (all in the ``main`` schema unless said otherwise):
 - ``erased_subjects``: the suppression list, one keyed hash (``Keys.subject_hash``, a key
   of its own, so it joins with nothing else) per erased customer; ingest quarantines
   rows of these customers with reason "erased" and keeps none of their values;
+- ``store_meta``: facts about the store itself, e.g. ``key_fingerprint`` (a keyed hash
+  that tells whether a secret key is the one the store was built with);
 - ``snapshots`` and ``current_snapshot``: each build writes schema ``snap_<id>`` and
   flips ``current_snapshot`` in one transaction only when every table is complete, so a
   killed build leaves the previous snapshot current and intact.
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     as_of DATE, config_hash VARCHAR, last_ingest_id BIGINT, n_customers BIGINT, version VARCHAR);
 CREATE TABLE IF NOT EXISTS current_snapshot (one INTEGER PRIMARY KEY, snapshot_id BIGINT);
 CREATE TABLE IF NOT EXISTS erased_subjects (subject_hash VARCHAR PRIMARY KEY, erased_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS row_key VARCHAR;
 ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS resolved_ingest BIGINT;
 ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMP;

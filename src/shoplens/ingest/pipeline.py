@@ -151,11 +151,28 @@ def ingest(
     """
     if not cfg.sources:
         raise ConfigError("no [[sources]] in the config: nothing to ingest")
-    keys = keys_for(cfg, create=create_key)
+    recorded = store.scalar("SELECT value FROM store_meta WHERE key = 'key_fingerprint'")
+    empty = recorded is None and not store.scalar("SELECT count(*) FROM customers")
+    keys = keys_for(cfg, create=create_key and empty)  # a new key only for a new store
+    check_key(cfg, store, keys)
     register_functions(store.con, keys)
     pseudonymise_stored(store, keys)
     ordered = sorted(cfg.sources, key=lambda s: INGEST_ORDER.index(s.table))
     return [ingest_source(cfg, store, keys, s, progress, force) for s in ordered]
+
+
+def check_key(cfg: Config, store: Store, keys: Keys) -> None:
+    """Refuse a secret key other than the one the store was built with (pseudonyms, the
+    vault and the suppression list all depend on it); record it for a store that has none."""
+    recorded = store.scalar("SELECT value FROM store_meta WHERE key = 'key_fingerprint'")
+    if recorded is None:
+        store.con.execute("INSERT OR REPLACE INTO store_meta VALUES ('key_fingerprint', ?)", [keys.fingerprint()])
+    elif recorded != keys.fingerprint():
+        raise ConfigError(
+            f"the secret key (${cfg.privacy.key_env} or {cfg.key_path}) is not the one this store was built with: "
+            "its pseudonyms would not match the stored ones. If the shop folder moved, set [privacy] key_file "
+            "to the key file it used before"
+        )
 
 
 def pseudonymise_stored(store: Store, keys: Keys) -> int:
