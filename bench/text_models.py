@@ -26,8 +26,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from shoplens.text.aspects import is_test, load_aspects, load_eval_set
+from shoplens.text.aspects import load_aspects
 from shoplens.text.embed import user_e5
+from shoplens.text.labelled import is_test, load_eval_set
 from shoplens.text.preprocess import normalise, prepare
 from shoplens.text.sentiment import SentimentModel, _logit, load_splits
 

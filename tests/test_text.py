@@ -19,15 +19,10 @@ from shoplens.jobs import Summary
 from shoplens.profiles import get_profile
 from shoplens.store import Store
 from shoplens.text.analysers import Analysers
-from shoplens.text.aspects import (
-    AspectAnalyser,
-    evaluate_aspects,
-    is_test,
-    load_aspects,
-    load_eval_set,
-)
+from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, load_aspects
 from shoplens.text.embed import EMBEDDERS, CachedEmbedder, Embedder, HashEmbedder
 from shoplens.text.keywords import interests
+from shoplens.text.labelled import is_test, load_eval_set
 from shoplens.text.preprocess import TextInputError, prepare
 from shoplens.text.sentiment import _load_head, label, load_sentiment, load_splits
 from shoplens.text.topics import TopicModel, c_tf_idf

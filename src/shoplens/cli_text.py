@@ -115,14 +115,9 @@ def evaluate_aspects_cmd(
 ) -> None:
     """Aspect detection P/R/F1 and polarity accuracy on hand-labelled clauses (550 held out)."""
     from shoplens.text.aspect_model import load_aspect_model
-    from shoplens.text.aspects import (
-        AspectAnalyser,
-        evaluate_aspects,
-        is_test,
-        load_aspects,
-        load_eval_set,
-    )
+    from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, load_aspects
     from shoplens.text.embed import user_e5
+    from shoplens.text.labelled import is_test, load_eval_set
     from shoplens.text.sentiment import load_sentiment
 
     if detector not in ("learned", "learned-e5", "lexicon"):

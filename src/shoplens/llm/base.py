@@ -23,7 +23,6 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from shoplens.config import Config
 from shoplens.errors import LLMError
 
 MAX_PROMPT_CHARS = 16_000
@@ -115,19 +114,3 @@ def _strip_fences(text: str) -> str:
         t = t.split("\n", 1)[1] if "\n" in t else ""
         t = t.rsplit("```", 1)[0]
     return t.strip()
-
-
-def provider_from_config(cfg: Config) -> LLMProvider | None:
-    """The configured provider, or None when ``[llm] type = "none"`` (templates then)."""
-    llm = cfg.llm
-    if llm.type == "none":
-        return None
-    if llm.type == "local":
-        from shoplens.llm.local_gguf import LocalGGUF
-
-        return LocalGGUF()
-    from shoplens.llm.openai_compat import OpenAICompatible
-
-    cache = ResponseCache(cfg.resolve(llm.cache)) if llm.cache else None
-    return OpenAICompatible(llm.base_url, llm.model, api_key_env=llm.api_key_env, timeout_s=llm.timeout_s,
-                            max_retries=llm.max_retries, cache=cache)

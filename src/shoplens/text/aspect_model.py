@@ -98,7 +98,7 @@ class AspectClassifier:
 
 def training_rows() -> list[dict[str, Any]]:
     """The labelled clauses the model may learn from: never a test row."""
-    from shoplens.text.aspects import is_test, load_eval_set
+    from shoplens.text.labelled import is_test, load_eval_set
 
     return [r for r in load_eval_set() if not is_test(r)]
 

@@ -38,6 +38,7 @@ import numpy as np
 from shoplens.errors import ConfigError
 from shoplens.text.aspect_model import AspectClassifier
 from shoplens.text.embed import Embedder
+from shoplens.text.labelled import load_eval_set
 from shoplens.text.preprocess import Prepared, prepare
 from shoplens.text.sentiment import SentimentModel, label
 
@@ -166,23 +167,6 @@ class AspectAnalyser:
             c, s = prepared[ti].clauses[ci], float(scores[(ti, ci)])
             out[ti].append(AspectHit(self.aspects[ai].name, label(s), round(s, 4), c.text, c.start, c.end, via))
         return out
-
-
-def is_test(row: dict[str, Any]) -> bool:
-    """Held-out rows (samples ``test`` and ``test2``): never used to train, tune or revise."""
-    return str(row["sample"]).startswith("test")
-
-
-def load_eval_set() -> list[dict[str, Any]]:
-    """The hand-labelled clauses: id, lang, sample, labels {aspect: polarity}, clause."""
-    rows = []
-    text = resources.files("shoplens").joinpath("data/aspect_eval.tsv").read_text("utf-8")
-    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
-    for line in lines[1:]:
-        rid, lang, sample, labels, clause = line.split("\t")
-        parsed = {} if labels == "-" else dict(x.split(":") for x in labels.split(";"))
-        rows.append({"id": int(rid), "lang": lang, "sample": sample, "labels": parsed, "clause": clause})
-    return rows
 
 
 def evaluate_aspects(analyser: AspectAnalyser, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
