@@ -27,10 +27,10 @@ from pydantic import BaseModel
 from servers import free_port, role_keys, serving, wait_up
 
 from shoplens.config import load_config
-from shoplens.ingest.pipeline import optional_keys
 from shoplens.jobs import Summary
 from shoplens.llm.base import LLMError, ResponseCache, ask_json
 from shoplens.llm.openai_compat import OpenAICompatible
+from shoplens.privacy import optional_keys
 from shoplens.serving.access import AUDIT_COMMIT_S, Access
 
 ERROR_SHAPE = {"error", "code"}

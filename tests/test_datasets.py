@@ -13,8 +13,8 @@ from shoplens.build import build
 from shoplens.config import load_config
 from shoplens.datasets.corpora import package_file
 from shoplens.errors import NotFoundError
-from shoplens.ingest.pipeline import keys_for
 from shoplens.jobs import load_dataset
+from shoplens.privacy import keys_for
 from shoplens.store import Store
 
 

@@ -20,8 +20,9 @@ from shoplens.cli import app
 from shoplens.config import load_config
 from shoplens.erasure import compact, forget, pending_marker
 from shoplens.errors import ConfigError, NotFoundError
-from shoplens.ingest.pipeline import ingest, keys_for
+from shoplens.ingest.pipeline import ingest
 from shoplens.jobs import Summary
+from shoplens.privacy import keys_for
 from shoplens.serving.access import Access, Principal
 from shoplens.store import Store
 from shoplens.text.embed import EMBEDDERS, text_key

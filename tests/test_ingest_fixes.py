@@ -19,7 +19,7 @@ from shoplens.config import load_config
 from shoplens.datasets.demo import generate
 from shoplens.errors import ConfigError
 from shoplens.ingest import ingest, quarantine_report
-from shoplens.ingest.pipeline import keys_for
+from shoplens.privacy import keys_for
 from shoplens.store import Store
 
 CUSTOMERS = """

@@ -12,9 +12,8 @@ import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoplens.ingest.pipeline import keys_for
 from shoplens.jobs import Summary
-from shoplens.privacy import mask_sql, mask_text
+from shoplens.privacy import keys_for, mask_sql, mask_text
 from shoplens.store import Store
 
 ANALYSIS_TABLES = ("customers", "products", "orders", "order_items", "events", "texts", "quarantine")

@@ -249,7 +249,7 @@ def profile(
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile document as JSON.")] = False,
 ) -> None:
     """Print what is known about one customer."""
-    from shoplens.ingest.pipeline import optional_keys
+    from shoplens.privacy import optional_keys
     from shoplens.profiles import get_profile
     from shoplens.store import Store
 

@@ -249,7 +249,7 @@ def forget(
 ) -> None:
     """Erase a customer from every table, snapshot, serving file, vault and log."""
     from shoplens.erasure import forget as erase
-    from shoplens.ingest.pipeline import optional_keys
+    from shoplens.privacy import optional_keys
     from shoplens.store import Store
 
     cfg = _load(config)

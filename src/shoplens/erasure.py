@@ -75,7 +75,7 @@ def forget(store: Store, ref: str | None, keys: Keys | None, cfg: Config | None 
         raise ConfigError("erasure needs the shop's secret key (to add the customer to the suppression list "
                           "that keeps later ingests from bringing them back)")
     if cfg is not None:
-        from shoplens.ingest.pipeline import check_key
+        from shoplens.privacy import check_key
 
         check_key(cfg, store, keys)
     store_path = Path(store.path)
@@ -117,7 +117,7 @@ def forget(store: Store, ref: str | None, keys: Keys | None, cfg: Config | None 
 def finish_pending(store: Store, cfg: Config | None) -> None:
     """Finish erasures a kill or an error interrupted (``Store.open`` calls this when the
     marker exists). Without the config or the key, only the compaction is done."""
-    from shoplens.ingest.pipeline import optional_keys
+    from shoplens.privacy import optional_keys
 
     marker = pending_marker(Path(store.path))
     keys = optional_keys(cfg) if cfg is not None else None

@@ -2,7 +2,9 @@
 
 One secret (32 random bytes, urlsafe base64) comes from an environment variable or a key
 file outside the data store; two keys are derived from it: one for HMAC-SHA256
-pseudonyms, one for Fernet encryption. The secret is never written into the store.
+pseudonyms, one for Fernet encryption. The secret is never written into the store; the store keeps only a keyed fingerprint
+of it (``check_key``), so another key is refused. ``keys_for`` / ``optional_keys`` load
+a shop's keys: every door and stage gets them here.
 
 Text masking patterns are written once, in a syntax both Python's ``re`` and DuckDB's
 RE2 accept, so the same masking runs set-based inside DuckDB at ingest and in Python
@@ -19,12 +21,17 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.fernet import Fernet
 
 from shoplens.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shoplens.config import Config
+    from shoplens.store import Store
 
 PSEUDONYM_PREFIX = "c_"
 PSEUDONYM_HEX = 20
@@ -179,3 +186,30 @@ def load_keys(key_env: str, key_file: Path, create: bool = False) -> Keys:
     if len(secret) < 16:
         raise ConfigError(f"secret key from ${key_env} / {key_file} is shorter than 16 bytes")
     return Keys.from_secret(secret)
+
+
+def keys_for(cfg: Config, create: bool = False) -> Keys:
+    """The keys of the shop ``cfg`` describes (``$key_env`` or ``Config.key_path``)."""
+    return load_keys(cfg.privacy.key_env, cfg.key_path, create=create)
+
+
+def optional_keys(cfg: Config) -> Keys | None:
+    """The keys if the secret is available; readers can work with pseudonyms without it."""
+    try:
+        return keys_for(cfg)
+    except ConfigError:
+        return None
+
+
+def check_key(cfg: Config, store: Store, keys: Keys) -> None:
+    """Refuse a secret key other than the one the store was built with (pseudonyms, the
+    vault and the suppression list all depend on it); record it for a store that has none."""
+    recorded = store.scalar("SELECT value FROM store_meta WHERE key = 'key_fingerprint'")
+    if recorded is None:
+        store.con.execute("INSERT OR REPLACE INTO store_meta VALUES ('key_fingerprint', ?)", [keys.fingerprint()])
+    elif recorded != keys.fingerprint():
+        raise ConfigError(
+            f"the secret key (${cfg.privacy.key_env} or {cfg.key_path}) is not the one this store was built with: "
+            "its pseudonyms would not match the stored ones. If the shop folder moved, set [privacy] key_file "
+            "to the key file it used before"
+        )

@@ -37,7 +37,7 @@ from shoplens.ingest.validate import (
     q,
     validation_sql,
 )
-from shoplens.privacy import PSEUDONYM_HEX, Keys, load_keys
+from shoplens.privacy import PSEUDONYM_HEX, Keys, check_key, keys_for
 from shoplens.schema import INGEST_ORDER, TABLES, Table, table
 from shoplens.store import Store
 
@@ -129,18 +129,6 @@ def register_functions(con: duckdb.DuckDBPyConnection, keys: Keys) -> None:
         con.create_function(name, fn, ["VARCHAR"], "VARCHAR", type="arrow", side_effects=False)  # type: ignore[call-overload]
 
 
-def keys_for(cfg: Config, create: bool = False) -> Keys:
-    return load_keys(cfg.privacy.key_env, cfg.key_path, create=create)
-
-
-def optional_keys(cfg: Config) -> Keys | None:
-    """The keys if the secret is available; readers can work with pseudonyms without it."""
-    try:
-        return keys_for(cfg)
-    except ConfigError:
-        return None
-
-
 def ingest(
     cfg: Config, store: Store, progress: Progress | None = None, create_key: bool = False, force: bool = False
 ) -> list[IngestResult]:
@@ -159,20 +147,6 @@ def ingest(
     pseudonymise_stored(store, keys)
     ordered = sorted(cfg.sources, key=lambda s: INGEST_ORDER.index(s.table))
     return [ingest_source(cfg, store, keys, s, progress, force) for s in ordered]
-
-
-def check_key(cfg: Config, store: Store, keys: Keys) -> None:
-    """Refuse a secret key other than the one the store was built with (pseudonyms, the
-    vault and the suppression list all depend on it); record it for a store that has none."""
-    recorded = store.scalar("SELECT value FROM store_meta WHERE key = 'key_fingerprint'")
-    if recorded is None:
-        store.con.execute("INSERT OR REPLACE INTO store_meta VALUES ('key_fingerprint', ?)", [keys.fingerprint()])
-    elif recorded != keys.fingerprint():
-        raise ConfigError(
-            f"the secret key (${cfg.privacy.key_env} or {cfg.key_path}) is not the one this store was built with: "
-            "its pseudonyms would not match the stored ones. If the shop folder moved, set [privacy] key_file "
-            "to the key file it used before"
-        )
 
 
 def pseudonymise_stored(store: Store, keys: Keys) -> int:

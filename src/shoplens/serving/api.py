@@ -86,7 +86,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
     store_path = cfg.store_path
     llm = provider_from_config(cfg)
     if keys is None:
-        from shoplens.ingest.pipeline import optional_keys
+        from shoplens.privacy import optional_keys
 
         keys = optional_keys(cfg)
     private_umask()  # the server creates the audit log and rewrites serving files: private to its user
