@@ -1,10 +1,10 @@
 """De-identification: keyed pseudonyms, encryption of direct PII, masking of PII in text.
 
 One secret (32 random bytes, urlsafe base64) comes from an environment variable or a key
-file outside the data store; two keys are derived from it: one for HMAC-SHA256
-pseudonyms, one for Fernet encryption. The secret is never written into the store; the store keeps only a keyed fingerprint
-of it (``check_key``), so another key is refused. ``keys_for`` / ``optional_keys`` load
-a shop's keys: every door and stage gets them here.
+file outside the data store; keys are derived from it for HMAC-SHA256 pseudonyms,
+Fernet encryption and the suppression list. The secret is never written into the store;
+the store keeps only a keyed fingerprint of it (``check_key``), so another key is
+refused. ``keys_for`` / ``optional_keys`` load a shop's keys for every door and stage.
 
 Text masking patterns are written once, in a syntax both Python's ``re`` and DuckDB's
 RE2 accept, so the same masking runs set-based inside DuckDB at ingest and in Python
