@@ -107,3 +107,29 @@ def test_text_features_are_null_without_texts(demo_shop) -> None:
     wrote = f.n_reviews.notna()
     assert 0 < wrote.sum() < len(f)  # some buyers wrote, some did not: those stay NULL, not 0
     assert f.loc[wrote, "mean_rating"].between(1, 5).all()
+
+
+def test_backtest_features_use_the_configured_rules_and_time_unit(demo_shop, monkeypatch) -> None:
+    import shoplens.models.propensity as propensity
+    from shoplens.features.rfm import load_rules
+    from shoplens.store import Store
+
+    rules = load_rules()
+
+    def default_rules_used(*_a: object) -> None:
+        raise AssertionError("the backtest fell back to the default RFM rules")
+
+    seen: list[float] = []
+
+    class Recording(propensity.BGNBD):  # type: ignore[misc, name-defined]
+        def fit(self, x, t_x, T):  # type: ignore[no-untyped-def]
+            seen.append(float(np.max(T)))
+            return super().fit(x, t_x, T)
+
+    monkeypatch.setattr(propensity, "load_rules", default_rules_used)
+    monkeypatch.setattr(propensity, "BGNBD", Recording)
+    with Store.open(demo_shop.folder / "shoplens.duckdb", read_only=True) as st:
+        cutoff = demo_shop.build.as_of
+        propensity.features_at(st, cutoff, 90, rules=rules, unit_days=7.0)
+        propensity.features_at(st, cutoff, 90, rules=rules, unit_days=1.0)
+    assert len(seen) == 2 and seen[1] == pytest.approx(7 * seen[0])  # T in weeks, then in days

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import ibis
 
@@ -62,12 +63,12 @@ def _fault_pause(step: str) -> None:
         time.sleep(float(spec.partition(":")[2] or 60))
 
 
-def _predictions(cfg: Config, store: Store, schema: str, day: date, snap: int) -> dict[str, str]:
+def _predictions(cfg: Config, store: Store, schema: str, day: date, snap: int, rules: Any) -> dict[str, str]:
     """CLV / propensity / churn into ``customer_predictions`` (NULLs when disabled or skipped)."""
     from shoplens.models.artifacts import fingerprint, save_models
     from shoplens.models.predict import PREDICTION_COLUMNS, PredictionResult, predict
 
-    result = predict(store, schema, day, cfg.predictions) if cfg.predictions.enabled else None
+    result = predict(store, schema, day, cfg.predictions, rules) if cfg.predictions.enabled else None
     if result is None:
         import pandas as pd
 
@@ -135,7 +136,7 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
     _fault_pause("text")
     if on_step:
         on_step("customer_predictions", len(steps) + 1, total)
-    skipped = _predictions(cfg, store, schema, day, snap)
+    skipped = _predictions(cfg, store, schema, day, snap, rules)
     _fault_pause("customer_predictions")
     if on_step:
         on_step("segments", len(steps) + 2, total)

@@ -224,7 +224,8 @@ class Config(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of the settings that change build results (recorded in each snapshot)."""
-        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions", "segments", "text"})
+        # [llm] writes the personas; its api_key_env names a variable, never a secret
+        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions", "segments", "text", "llm"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

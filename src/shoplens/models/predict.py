@@ -92,8 +92,11 @@ def backtest_cutoffs(first: date, as_of: date, horizon_days: int, n: int) -> lis
     return sorted(out)
 
 
-def predict(store: Store, schema: str, as_of: date, cfg: PredictionsConfig) -> PredictionResult:
-    """Predictions for every buyer in ``schema``'s features; non-buyers get NULLs."""
+def predict(store: Store, schema: str, as_of: date, cfg: PredictionsConfig, rules: Any = None) -> PredictionResult:
+    """Predictions for every buyer in ``schema``'s features; non-buyers get NULLs.
+
+    ``rules`` are the RFM rules the build used: the backtest cut-offs compute their
+    features with them and with ``cfg.time_unit_days``, as the build did."""
     unit = cfg.time_unit_days
     f = store.con.execute(
         f"SELECT customer_id, frequency, recency, T, monetary_value FROM {schema}.customer_features WHERE n_orders > 0"
@@ -128,10 +131,10 @@ def predict(store: Store, schema: str, as_of: date, cfg: PredictionsConfig) -> P
                 f"(3 x horizon_days = {cfg.horizon_days}); found {(as_of - first).days}"
             )
         scored = f"{schema}.text_analysis"  # the text step runs before this one
-        train = pd.concat([fold.frame for fold in make_folds(store, cutoffs, cfg.horizon_days, scored)])
+        train = pd.concat([fold.frame for fold in make_folds(store, cutoffs, cfg.horizon_days, scored, rules, unit)])
         model = PropensityModel(cfg.horizon_days).fit(train)
         now = features_at(store, as_of, cfg.horizon_days, computed=f"{schema}.customer_features",
-                          scored=scored).reindex(f.index)
+                          scored=scored, rules=rules, unit_days=unit).reindex(f.index)
         p = model.predict_proba(now)
         out["purchase_propensity"] = p
         out["churn_risk"] = 1 - p

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ def _dt(d: date) -> datetime:
 
 
 def features_at(store: Store, cutoff: date, horizon_days: int, computed: str | None = None,
-                scored: str | None = None) -> pd.DataFrame:
+                scored: str | None = None, rules: Any = None, unit_days: float = 7.0) -> pd.DataFrame:
     """Behavioural features of buyers as of ``cutoff`` plus BG/NBD outputs for the horizon.
 
     ``computed`` names a table that already holds the features for this cutoff (the
@@ -51,23 +52,25 @@ def features_at(store: Store, cutoff: date, horizon_days: int, computed: str | N
     ``scored`` names a table of per-text sentiment (``customer_id, created_at,
     sentiment, sentiment_label``: the snapshot's ``text_analysis``); only texts written
     before the cut-off count, and a text's sentiment depends on nothing but the text.
+    ``rules`` are the shop's RFM rules (``features.rfm.load_rules``; default rules when
+    None) and ``unit_days`` the BG/NBD time unit, as configured for the build.
     """
     if computed is not None:
         df = store.con.execute(f"SELECT * FROM {computed}").df().set_index("customer_id").sort_index()
     else:
         backend = store.ibis()
         tables = Tables(*(backend.table(n) for n in ("customers", "orders", "order_items", "products", "events")))
-        feats, _ = behaviour_features(tables, _dt(cutoff), load_rules())
+        feats, _ = behaviour_features(tables, _dt(cutoff), rules if rules is not None else load_rules())
         df = store.con.execute(backend.compile(feats)).df().set_index("customer_id").sort_index()
     df = df[df.n_orders > 0].copy()
     if len(df) < MIN_CUSTOMERS:
         raise ModelError(f"propensity needs at least {MIN_CUSTOMERS} customers with a purchase before {cutoff}, found {len(df)}")
     df["gap_ratio"] = df.recency_days / df.mean_interpurchase_days
-    x, t_x, T = df.frequency.to_numpy(float), df.recency.to_numpy(float) / 7, df["T"].to_numpy(float) / 7
+    x, t_x, T = df.frequency.to_numpy(float), df.recency.to_numpy(float) / unit_days, df["T"].to_numpy(float) / unit_days
     try:
         bg = BGNBD().fit(x, t_x, np.maximum(T, 1e-6))
         df["p_alive"] = bg.p_alive(x, t_x, np.maximum(T, 1e-6))
-        df["expected_purchases"] = bg.expected_purchases(horizon_days / 7, x, t_x, np.maximum(T, 1e-6))
+        df["expected_purchases"] = bg.expected_purchases(horizon_days / unit_days, x, t_x, np.maximum(T, 1e-6))
     except ModelError:  # e.g. all one-time buyers yet: the classifier does without
         df["p_alive"] = np.nan
         df["expected_purchases"] = np.nan
@@ -109,10 +112,11 @@ class Fold:
     frame: pd.DataFrame  # features + 'label'
 
 
-def make_folds(store: Store, cutoffs: list[date], horizon_days: int, scored: str | None = None) -> list[Fold]:
+def make_folds(store: Store, cutoffs: list[date], horizon_days: int, scored: str | None = None,
+               rules: Any = None, unit_days: float = 7.0) -> list[Fold]:
     folds = []
     for c in cutoffs:
-        df = features_at(store, c, horizon_days, scored=scored)
+        df = features_at(store, c, horizon_days, scored=scored, rules=rules, unit_days=unit_days)
         df["label"] = labels_after(store, c, horizon_days).reindex(df.index).fillna(0).astype(int)
         folds.append(Fold(c, df))
     return folds
