@@ -196,3 +196,18 @@ def test_profiles_carry_text_signals_and_aspect_audiences_work(server: dict) -> 
     assert r.json()["total"] > 0
     doc = get(server, f"/profiles/{ids[0]}", "analyst").json()
     assert doc["text"]["aspects"]["service"] < 0 and doc["text"]["sentiment"]["mean"] < 0.5
+
+
+def test_cli_and_api_return_the_same_document(server: dict) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from shoplens.cli import app
+
+    cid = server["example"]
+    res = CliRunner().invoke(app, ["profile", cid, "--json", "-c", str(Path(server["folder"]) / "shoplens.toml")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == get(server, f"/profiles/{cid}", "analyst").json()
+    readable = CliRunner().invoke(app, ["profile", cid, "-c", str(Path(server["folder"]) / "shoplens.toml")])
+    assert readable.exit_code == 0 and "客户画像" in readable.output and '"behaviour"' not in readable.output

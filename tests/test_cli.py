@@ -52,7 +52,7 @@ def test_demo_then_profile_json(tmp_path: Path) -> None:
 def test_unknown_customer_is_a_clear_error(demo_shop: Summary) -> None:
     run = shoplens("profile", "nobody", "--config", str(demo_shop.folder / "shoplens.toml"))
     assert run.returncode == 2
-    assert "customer 'nobody' not found in snapshot" in run.stderr
+    assert "customer 'nobody' not found in the published profiles" in run.stderr
     assert "Traceback" not in run.stderr
 
 

@@ -248,18 +248,62 @@ def profile(
     config: ConfigOpt = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile document as JSON.")] = False,
 ) -> None:
-    """Print what is known about one customer."""
-    from shoplens.privacy import optional_keys
-    from shoplens.profiles import get_profile
-    from shoplens.store import Store
+    """Print what is known about one customer: the document the API serves (tags included)."""
+    from shoplens.errors import NotFoundError
+    from shoplens.privacy import PSEUDONYM_PREFIX, optional_keys
+    from shoplens.serving.reader import ProfileReader
 
     cfg = _load(config)
-    with Store.for_config(cfg, read_only=True) as store:
-        doc = get_profile(store, customer_id, optional_keys(cfg))
+    keys = optional_keys(cfg)
+    candidates = [customer_id] if customer_id.startswith(PSEUDONYM_PREFIX) else []
+    if keys is not None:
+        candidates.append(keys.pseudonym(customer_id))
+    reader = ProfileReader(cfg.store_path)
+    doc = next((d for d in map(reader.get, candidates) if d is not None), None)
+    if doc is None:
+        hint = "" if keys is not None else " (no secret key available, so only pseudonyms c_... can be looked up)"
+        raise NotFoundError(f"customer '{customer_id}' not found in the published profiles{hint}")
     if as_json:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return
-    console.print_json(json.dumps(doc, ensure_ascii=False))
+    _print_profile(doc)
+
+
+def _print_profile(doc: dict[str, Any]) -> None:
+    """A profile a person reads: who, value, risk with reasons, tastes, words, tags."""
+    rfm, orders = doc["behaviour"]["rfm"], doc["behaviour"]["orders"]
+    pred, text, demo = doc.get("predictions") or {}, doc.get("text") or {}, doc.get("demographics") or {}
+    seg = doc.get("segment") or {}
+    t = Table(title=f"客户画像 profile {doc['customer_id']}", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+
+    def row(label: str, value: Any) -> None:
+        if value not in (None, "", [], {}):
+            t.add_row(label, escape(str(value)))
+
+    row("人群 who", " · ".join(str(v) for v in (demo.get("gender"), demo.get("age") and f"{demo['age']} 岁",
+                                                 demo.get("city"), demo.get("channel")) if v))
+    row("细分 segment", seg.get("name"))
+    scores = f" (R{rfm['r_score']} F{rfm['f_score']} M{rfm['m_score']})" if rfm.get("r_score") is not None else ""
+    row("RFM", f"{rfm.get('rfm_segment_zh')} / {rfm.get('rfm_segment')}{scores}")
+    if rfm.get("n_orders"):
+        row("消费 spend", f"{rfm['n_orders']} 单 orders, ¥{rfm.get('total_spend') or 0:,.2f}, 客单价 AOV "
+            f"¥{orders.get('aov') or 0:,.2f}, 上次 last {rfm.get('recency_days') or 0:.0f} 天前 days ago")
+    if pred.get("clv") is not None:
+        row("价值 value", f"CLV ¥{pred['clv']:,.2f}, P(alive) {pred.get('p_alive') or 0:.0%}")
+    if pred.get("churn_risk") is not None:
+        reasons = "; ".join(pred.get("churn_reasons_zh") or [])
+        row("流失风险 churn risk", f"{pred['churn_risk']:.0%}" + (f" ({reasons})" if reasons else ""))
+    row("偏好 categories", ", ".join(f"{c['category']} {c['share']:.0%}" for c in doc.get("categories") or []))
+    sentiment = text.get("sentiment") or {}
+    if text.get("n_texts"):
+        row("评价 words", f"{text['n_texts']} 条 texts, 平均评分 mean rating {text.get('mean_rating') or '-'}, "
+            f"情感 sentiment {sentiment.get('mean', '-')}")
+    row("标签 tags", ", ".join(f"{g['tag']} ({g['reason']})" for g in doc.get("tags") or []))
+    console.print(t)
+    console.print(f"[dim]snapshot {doc['provenance']['snapshot_id']}, as of {doc['provenance']['as_of']}; "
+                  "--json prints the whole document[/]", soft_wrap=True)
 
 
 @datasets_app.command("list")
