@@ -1,5 +1,5 @@
 """Text commands: ``shoplens analyze``, ``train sentiment``, ``evaluate sentiment|aspects``.
-They register on the app defined in ``shoplens.cli``."""
+They register on the app defined in ``shoplens.cli._common``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from shoplens.cli import DEFAULT_CONFIG, ConfigOpt, app, console, err_console, evaluate_app
+from shoplens.cli._common import DEFAULT_CONFIG, ConfigOpt, app, console, err_console, evaluate_app
 
 train_app = typer.Typer(help="Train the models that ship as artifacts.", no_args_is_help=True)
 app.add_typer(train_app, name="train")

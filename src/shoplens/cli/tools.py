@@ -1,5 +1,5 @@
 """More ``shoplens`` commands: evaluation, segments, API keys, serving, audiences,
-erasure and the report. They register on the app defined in ``shoplens.cli``."""
+erasure and the report. They register on the app defined in ``shoplens.cli._common``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from shoplens.cli import (
+from shoplens.cli._common import (
     DEFAULT_CONFIG,
     ConfigOpt,
     _load,

@@ -1,0 +1,5 @@
+"""``python -m shoplens.cli``."""
+
+from shoplens.cli import main
+
+main()
