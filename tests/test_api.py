@@ -204,8 +204,12 @@ def test_cli_and_api_return_the_same_document(server: dict) -> None:
     from typer.testing import CliRunner
 
     from shoplens.cli import app
+    from shoplens.serving.reader import ProfileReader
 
-    cid = server["example"]
+    # a tagged customer (tags are added at publish: where the two read paths used to differ),
+    # not the example, which the erasure test removes
+    reader = ProfileReader(Path(server["folder"]) / "shoplens.duckdb")
+    cid = reader.query("SELECT customer_id FROM flat WHERE tags <> '[]' ORDER BY total_spend DESC LIMIT 1")[0][0]
     res = CliRunner().invoke(app, ["profile", cid, "--json", "-c", str(Path(server["folder"]) / "shoplens.toml")])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output) == get(server, f"/profiles/{cid}", "analyst").json()
