@@ -21,6 +21,17 @@ os.environ.setdefault("SHOPLENS_SECRET_KEY", base64.urlsafe_b64encode(b"k" * 32)
 os.environ.setdefault("SHOPLENS_KEY_DIR", tempfile.mkdtemp(prefix="shoplens-keys-"))
 
 
+# a shop of customers and orders: the config most ingest tests start from
+CONFIG_CO = """
+[[sources]]
+table = "customers"
+path = "customers.csv"
+[[sources]]
+table = "orders"
+path = "orders.csv"
+"""
+
+
 def write_shop(folder: Path, files: dict[str, str | bytes], config: str) -> Config:
     """Write source files and a shoplens.toml into ``folder`` and load the config."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import write_shop
+from conftest import CONFIG_CO, write_shop
 from typer.testing import CliRunner
 
 from shoplens.cli import app
@@ -222,14 +222,7 @@ customer_id,name,phone,city,signup_at
 C001,张三,13812345678,上海,2023-01-05 10:00:00
 C0010,李四,13912345678,北京,2023-02-01
 """
-SMALL_CONFIG = """
-[[sources]]
-table = "customers"
-path = "customers.csv"
-[[sources]]
-table = "orders"
-path = "orders.csv"
-"""
+SMALL_CONFIG = CONFIG_CO
 
 
 def test_erasure_by_pseudonym_takes_the_quarantined_rows_naming_the_raw_id_and_only_those(tmp_path: Path) -> None:

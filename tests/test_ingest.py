@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_shop
+from conftest import CONFIG_CO, write_shop
 
 from shoplens.errors import ConfigError, SourceError
 from shoplens.ingest import ingest, quarantine_report
@@ -20,14 +20,6 @@ customer_id,name,phone,gender,birth_year,city,signup_at
 C1,张三,13812345678,男,1990,上海,2023-01-05 10:00:00
 C2,Li Si,13912345678,F,1985,北京,2023-02-01
 C3,王五,,female,1970,广州,2023-03-01
-"""
-CONFIG_CO = """
-[[sources]]
-table = "customers"
-path = "customers.csv"
-[[sources]]
-table = "orders"
-path = "orders.csv"
 """
 
 

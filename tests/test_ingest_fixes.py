@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_shop
+from conftest import CONFIG_CO, write_shop
 from typer.testing import CliRunner
 
 from shoplens import cli
@@ -27,14 +27,6 @@ customer_id,name,phone,gender,birth_year,city,signup_at
 C001,张三,13812345678,男,1990,上海,2023-01-05 10:00:00
 C002,Li Si,13912345678,F,1985,北京,2023-02-01
 C003,王五,13712345678,female,1970,广州,2023-03-01
-"""
-CONFIG_CO = """
-[[sources]]
-table = "customers"
-path = "customers.csv"
-[[sources]]
-table = "orders"
-path = "orders.csv"
 """
 
 
