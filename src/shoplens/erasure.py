@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,7 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoplens.errors import ConfigError, NotFoundError, StoreError
-from shoplens.fsutil import fsync_dir, write_atomic
+from shoplens.fsutil import checksum_path, fsync_dir, write_atomic
+from shoplens.ingest.rejects import ID_WORD
+from shoplens.ingest.validate import lit
 from shoplens.privacy import PSEUDONYM_PREFIX, Keys
 from shoplens.serving.access import access_path
 from shoplens.serving.profile_store import install, profiles_dir, switch_current
@@ -172,21 +173,19 @@ def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None,
             con.executemany("INSERT OR IGNORE INTO erased_subjects VALUES (?, now())", [[h] for h in hashes])
 
 
-_WORD = re.compile(r"[^\s,;|\t\"'(){}\[\]:/]+")
-
-
 def _names(found: str | None, record_enc: str | None, cid: str, ids: set[str], keys: Keys) -> bool:
     """Whether a quarantine row is the customer's: its ``found`` value or its decrypted
     record holds their pseudonym, one of their order or text ids, or a value whose
     pseudonym is theirs (the shop's raw id), compared as whole values, never substrings."""
-    values = set(_WORD.findall(found or ""))
+    values = set(ID_WORD.findall(found or ""))
     if record_enc:
         record = keys.decrypt(record_enc)
         try:
             obj = json.loads(record)
         except json.JSONDecodeError:
             obj = None
-        values |= {str(v) for v in obj.values() if v is not None} if isinstance(obj, dict) else set(_WORD.findall(record))
+        fields = [str(v) for v in obj.values() if v is not None] if isinstance(obj, dict) else [record]
+        values |= {*fields, *(w for f in fields for w in ID_WORD.findall(f))}
     return cid in values or bool(values & ids) or any(keys.pseudonym(v) == cid for v in values)
 
 
@@ -227,7 +226,7 @@ def compact(store: Store) -> None:
     con = store.con
     con.execute("CHECKPOINT")
     name = con.execute("SELECT current_database()").fetchall()[0][0]
-    con.execute(f"ATTACH '{_sql_str(str(fresh))}' AS shoplens_compact")
+    con.execute(f"ATTACH {lit(str(fresh))} AS shoplens_compact")
     try:
         con.execute(f'COPY FROM DATABASE "{name}" TO shoplens_compact')
     finally:
@@ -242,10 +241,6 @@ def compact(store: Store) -> None:
         for f in spill.iterdir():
             f.unlink(missing_ok=True)
     store.reopen()
-
-
-def _sql_str(text: str) -> str:
-    return text.replace("'", "''")
 
 
 def scrub_sqlite(path: Path, statements: list[tuple[str, list[Any]]], vacuum: bool = True) -> int:
@@ -297,7 +292,7 @@ def _erase_serving(store_path: Path, cid: str, report: ErasureReport) -> list[st
         if path.name == current:
             switch_current(folder, target.name)
         path.unlink()
-        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        checksum_path(path).unlink(missing_ok=True)
         rewritten.append(f"{folder.name}/{target.name}")
     return rewritten
 

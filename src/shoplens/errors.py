@@ -7,6 +7,7 @@ exit code 2 instead of a stack trace.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -109,6 +110,21 @@ class StorageError(ShopLensError):
 
     http_status = 507
     code = "storage"
+
+
+_ABS_PATH = re.compile(r"(?<![\w:/.])(?:[A-Za-z]:)?(?:[/\\][^\s/\\'\"`:,;()\[\]]+){2,}[/\\]?")
+_PID = re.compile(r"\s*\(?\bPID \d+\)?")
+
+
+def public(message: str) -> str:
+    """A message fit for a client: no file paths, no process ids, valid UTF-8, bounded.
+
+    >>> public("no published profiles in /srv/shop/shoplens.profiles: run 'shoplens build' first")
+    "no published profiles in <path>: run 'shoplens build' first"
+    """
+    text = _PID.sub("", _ABS_PATH.sub("<path>", message))
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def require(module: str, extra: str) -> Any:

@@ -152,7 +152,11 @@ def ingest(
 def pseudonymise_stored(store: Store, keys: Keys) -> int:
     """Bring rows stored before a column was declared ``pseudonymise`` (e.g.
     ``events.session_id``, which kept the shop's raw customer id) in line, then compact the
-    store so the raw values leave no freed block behind. Returns the rows changed."""
+    store so the raw values leave no freed block behind. Runs once per ``INGEST_VERSION``
+    (recorded in ``store_meta``), not on every ingest. Returns the rows changed."""
+    done = store.scalar("SELECT value FROM store_meta WHERE key = 'identifiers_pseudonymised'")
+    if done == str(INGEST_VERSION):
+        return 0
     changed = 0
     for tbl in TABLES.values():
         for col in tbl.columns:
@@ -162,6 +166,7 @@ def pseudonymise_stored(store: Store, keys: Keys) -> int:
                 if n:
                     store.con.execute(f"UPDATE {tbl.name} SET {q(col.name)} = sl_pseudo({q(col.name)}) WHERE {cond}")
                     changed += n
+    store.con.execute("INSERT OR REPLACE INTO store_meta VALUES ('identifiers_pseudonymised', ?)", [str(INGEST_VERSION)])
     if changed:
         from shoplens.erasure import compact
 

@@ -23,7 +23,9 @@ from shoplens.ingest.validate import ERASED_EXPECTED, ERASED_FOUND, row_key
 from shoplens.privacy import Keys, mask_text
 from shoplens.schema import SUBJECT_COLUMN, SUBJECT_PLACEHOLDER, Table
 
-_WORD = re.compile(r"[^\s,;|\t\"'{}\[\]:=]+")
+# the words of a raw row that may be an identifier; erasure splits rows the same way, so
+# whatever ingest recognised as someone's id, erasure finds again
+ID_WORD = re.compile(r"[^\s,;|\t\"'(){}\[\]:=/]+")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def quarantine_rejects(
         text = r.text or r.found
         subject = _value(text, ctx, SUBJECT_COLUMN) if subject_col is not None else None
         own.append(subject)
-        words.append(set(_WORD.findall(text)) | ({subject} if subject else set()))
+        words.append(set(ID_WORD.findall(text)) | ({subject} if subject else set()))
     everything = sorted(set().union(*words))
     pseudo = {w: keys.pseudonym(w) for w in everything}
     known = {r[0] for r in con.execute(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -31,7 +30,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoplens.errors import ShopLensError
+from shoplens.errors import ShopLensError, public
 from shoplens.serving.access import Access, Principal
 
 MAX_BODY = 64 * 1024
@@ -42,8 +41,6 @@ log = logging.getLogger("shoplens.access")
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 _HTTP_MESSAGES = {404: "no such endpoint: GET /docs lists them", 405: "method not allowed on this endpoint",
                   413: f"request body larger than {MAX_BODY} bytes"}
-_ABS_PATH = re.compile(r"(?<![\w:/.])(?:[A-Za-z]:)?(?:[/\\][^\s/\\'\"`:,;()\[\]]+){2,}[/\\]?")
-_PID = re.compile(r"\s*\(?\bPID \d+\)?")
 
 
 @dataclass
@@ -220,17 +217,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, _err: Exception) -> JSONResponse:
         return _error(500, "internal error", "internal")
-
-
-def public(message: str) -> str:
-    """A message fit for a client: no file paths, no process ids, valid UTF-8, bounded.
-
-    >>> public("no published profiles in /srv/shop/shoplens.profiles: run 'shoplens build' first")
-    "no published profiles in <path>: run 'shoplens build' first"
-    """
-    text = _PID.sub("", _ABS_PATH.sub("<path>", message))
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _location(loc: Any) -> str:

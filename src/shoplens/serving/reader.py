@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shoplens.errors import IntegrityError, StoreError
+from shoplens.errors import IntegrityError, StoreError, public
 from shoplens.fsutil import checksum_path, file_sha256, write_atomic
 
 _SNAP_NAME = re.compile(r"^snap_(\d+)(?:\.e(\d+))?\.sqlite$")
@@ -163,7 +163,9 @@ class ProfileReader:
 
     def db(self) -> sqlite3.Connection:
         """This thread's read-only connection to the file being served."""
-        choice = self._choose()
+        return self._connection(self._choose())
+
+    def _connection(self, choice: _Choice) -> sqlite3.Connection:
         conns: dict[Path, tuple[tuple[int, int, int] | None, sqlite3.Connection]] = self._local.__dict__.setdefault("conns", {})
         held = conns.get(choice.path)
         if held is not None and held[0] == choice.signature:
@@ -181,8 +183,8 @@ class ProfileReader:
         chosen next; one that passes is kept (the error was passing: too many open files,
         an I/O hiccup) and the read answers 503."""
         for attempt in (0, 1):
-            path = self._choose().path
-            con = self.db()
+            choice = self._choose()
+            path, con = choice.path, self._connection(choice)
             try:
                 return con.execute(sql, params).fetchall()
             except sqlite3.ProgrammingError:
@@ -215,14 +217,9 @@ class ProfileReader:
             choice = self._choose()
             snap = self.query("SELECT value FROM meta WHERE key = 'snapshot_id'")
         except (StoreError, IntegrityError) as err:
-            return {"status": "unavailable", "snapshot_id": None, "problem": _public(str(err))}
+            return {"status": "unavailable", "snapshot_id": None, "problem": public(str(err))}
         out: dict[str, Any] = {"status": "ok" if choice.problem is None else "degraded",
                                "snapshot_id": int(snap[0][0]) if snap else None}
         if choice.problem is not None:
             out["problem"] = f"current serving file refused ({choice.problem}); serving an older snapshot"
         return out
-
-
-def _public(message: str) -> str:
-    """An error message without file-system paths (for the API)."""
-    return re.sub(r"(/[^\s:'\"]+)+", "<path>", message)
