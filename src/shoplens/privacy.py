@@ -188,6 +188,19 @@ def load_keys(key_env: str, key_file: Path, create: bool = False) -> Keys:
     return Keys.from_secret(secret)
 
 
+def candidate_pseudonyms(ref: str, keys: Keys | None) -> list[str]:
+    """The pseudonyms a customer reference may stand for: itself when it is one (``c_...``),
+    and, with the key, the pseudonym of the shop's own id.
+
+    >>> candidate_pseudonyms("c_1", None)
+    ['c_1']
+    """
+    out = [ref] if ref.startswith(PSEUDONYM_PREFIX) else []
+    if keys is not None:
+        out.append(keys.pseudonym(ref))
+    return out
+
+
 def keys_for(cfg: Config, create: bool = False) -> Keys:
     """The keys of the shop ``cfg`` describes (``$key_env`` or ``Config.key_path``)."""
     return load_keys(cfg.privacy.key_env, cfg.key_path, create=create)

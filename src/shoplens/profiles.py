@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 from shoplens.errors import NotFoundError
-from shoplens.privacy import PSEUDONYM_PREFIX, Keys
+from shoplens.privacy import Keys, candidate_pseudonyms
 from shoplens.store import Store
 
 PROFILE_VERSION = "0.1"
@@ -81,10 +81,7 @@ def _text(row: dict[str, Any]) -> dict[str, Any]:
 def resolve_customer(store: Store, ref: str, keys: Keys | None) -> str:
     """Accept a pseudonym (``c_...``) or, with the secret key, the shop's own id."""
     snap = store.require_snapshot()
-    candidates = [ref] if ref.startswith(PSEUDONYM_PREFIX) else []
-    if keys is not None:
-        candidates.append(keys.pseudonym(ref))
-    for cid in candidates:
+    for cid in candidate_pseudonyms(ref, keys):
         if store.scalar(f"SELECT 1 FROM snap_{snap}.customer_features WHERE customer_id = ?", [cid]):
             return cid
     hint = "" if keys is not None else " (no secret key available, so only pseudonymised ids c_... can be looked up)"

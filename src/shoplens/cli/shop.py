@@ -162,16 +162,13 @@ def profile(
 ) -> None:
     """Print what is known about one customer: the document the API serves (tags included)."""
     from shoplens.errors import NotFoundError
-    from shoplens.privacy import PSEUDONYM_PREFIX, optional_keys
+    from shoplens.privacy import candidate_pseudonyms, optional_keys
     from shoplens.serving.reader import ProfileReader
 
     cfg = _load(config)
     keys = optional_keys(cfg)
-    candidates = [customer_id] if customer_id.startswith(PSEUDONYM_PREFIX) else []
-    if keys is not None:
-        candidates.append(keys.pseudonym(customer_id))
     reader = ProfileReader(cfg.store_path)
-    doc = next((d for d in map(reader.get, candidates) if d is not None), None)
+    doc = next((d for d in map(reader.get, candidate_pseudonyms(customer_id, keys)) if d is not None), None)
     if doc is None:
         hint = "" if keys is not None else " (no secret key available, so only pseudonyms c_... can be looked up)"
         raise NotFoundError(f"customer '{customer_id}' not found in the published profiles{hint}")
