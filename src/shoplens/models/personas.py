@@ -6,7 +6,8 @@ LLM from those figures only, then *grounded*: every number it states must be one
 figures (as given, rounded, or as a percentage), and every category it names must be
 one of the segment's categories. A failing draft is retried once with the problems
 listed, then replaced by the deterministic template; ``source`` records which happened.
-Without an LLM the template is used and labelled as such.
+Without an LLM (``[llm] type = "none"``, the template writer) the template is used and
+labelled as such; ``llm_persona`` is the one place that decides.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from shoplens.llm.base import AnswerRejected, LLMError, LLMProvider, ask_json
+from shoplens.llm.template import is_template
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\.\d+)?%?")
 
@@ -172,7 +174,10 @@ def check_grounding(draft: PersonaDraft, figures: dict[str, Any], all_categories
 
 
 def llm_persona(provider: LLMProvider, s: SegmentStats, all_categories: set[str], lang: str = "zh") -> Persona:
-    """Persona written by the LLM from the figures only, grounded, else the template."""
+    """Persona written by the LLM from the figures only, grounded, else the template;
+    the template writer (no LLM) gives ``template_persona``, ``source = "template"``."""
+    if is_template(provider):
+        return template_persona(s, lang)
     figures = s.figures()
     language = "Chinese (简体中文)" if lang == "zh" else "English"
     messages = [

@@ -11,7 +11,7 @@ import pandas as pd
 from shoplens.config import Config
 from shoplens.llm import provider_from_config
 from shoplens.models.btyd import ModelError
-from shoplens.models.personas import llm_persona, segment_stats, template_persona
+from shoplens.models.personas import llm_persona, segment_stats
 from shoplens.models.segments import Segmenter, design_matrix
 from shoplens.store import Store
 
@@ -50,12 +50,12 @@ def segment_snapshot(cfg: Config, store: Store, schema: str) -> dict[str, str]:
         (neg if rating <= 2 else pos if rating >= 4 else []).append(text[:200])
     stats = segment_stats(frame, labels, used, cats, quotes)
     all_cats = {str(c) for c in frame["top_category"].dropna().unique()}
-    llm = provider_from_config(cfg)
+    provider = provider_from_config(cfg)  # the template writer without [llm]
     metrics = json.dumps(seg.result_.metrics | {"k": seg.result_.k, "method": sc.method,
                                                 "features": used, "scores_by_k": seg.result_.scores_by_k})
     rows = []
     for s in stats:
-        persona = llm_persona(llm, s, all_cats, sc.language) if llm is not None else template_persona(s, sc.language)
+        persona = llm_persona(provider, s, all_cats, sc.language)
         rows.append((s.segment_id, persona.name, persona.persona, json.dumps(persona.actions, ensure_ascii=False),
                      persona.source, json.dumps(persona.problems, ensure_ascii=False), s.size, s.share,
                      json.dumps({k: round(v, 3) for k, v in s.zscores.items()}), json.dumps(s.categories, ensure_ascii=False), metrics,
