@@ -29,7 +29,7 @@ def test_killed_build_leaves_previous_snapshot_intact(demo_shop: Summary, tmp_pa
         before = st.require_snapshot()
         expected = _fingerprint(st, before)
 
-    env = dict(os.environ, SHOPLENS_FAULT_PAUSE="customer_features:120")
+    env = dict(os.environ, SHOPLENS_FAULT_PAUSE="features:120")
     proc = subprocess.Popen(
         [sys.executable, "-m", "shoplens.cli", "build", "--config", str(folder / "shoplens.toml")],
         env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
@@ -38,7 +38,7 @@ def test_killed_build_leaves_previous_snapshot_intact(demo_shop: Summary, tmp_pa
         deadline = time.monotonic() + 60
         assert proc.stderr is not None
         for line in proc.stderr:  # wait until the build is midway: features written, not switched
-            if "fault-injection: paused after customer_features" in line or time.monotonic() > deadline:
+            if "fault-injection: paused after features" in line or time.monotonic() > deadline:
                 break
         assert proc.poll() is None, "the build should still be running"
         os.kill(proc.pid, signal.SIGKILL)
@@ -78,7 +78,8 @@ def test_kill_while_embedding_keeps_the_cache_and_the_snapshot(demo_shop: Summar
     with Store.open(folder / "shoplens.duckdb", read_only=True) as st:
         before = st.require_snapshot()
         n_texts = st.scalar("SELECT count(*) FROM texts")
-    proc = subprocess.Popen([sys.executable, "-m", "shoplens.cli", "build", "--config", str(folder / "shoplens.toml")],
+    # --force: with unchanged inputs the text stage would be reused, and nothing embedded
+    proc = subprocess.Popen([sys.executable, "-m", "shoplens.cli", "build", "--force", "--config", str(folder / "shoplens.toml")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -103,7 +104,7 @@ def test_kill_while_embedding_keeps_the_cache_and_the_snapshot(demo_shop: Summar
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         kept = con.execute("SELECT count(*) FROM embeddings").fetchone()[0]
     assert kept >= rows
-    done = subprocess.run([sys.executable, "-m", "shoplens.cli", "build", "--config", str(folder / "shoplens.toml")],
+    done = subprocess.run([sys.executable, "-m", "shoplens.cli", "build", "--force", "--config", str(folder / "shoplens.toml")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     match = re.search(r"embeddings: ([\d,]+) computed, ([\d,]+) from the\s+cache", done.stdout)

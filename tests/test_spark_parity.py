@@ -4,6 +4,11 @@ results as on DuckDB (one ``local[2]`` session per test run)."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +67,124 @@ def test_features_on_spark_equal_duckdb(demo_shop: Summary, spark: object, tmp_p
     assert len(on_spark) == demo_shop.build.n_customers
     assert_same_features(duck, on_spark)
     assert backend.execute(categories.count()) > 0
+
+
+# ---- the whole build on the Spark engine ------------------------------------------------
+
+def _spark_shop(demo_shop: Summary, folder: Path) -> Path:
+    shutil.copytree(demo_shop.folder, folder)
+    with open(folder / "shoplens.toml", "a", encoding="utf-8") as fh:
+        fh.write('\n[engine]\ntype = "spark"\nmaster = "local[2]"\n')
+    return folder
+
+
+def _frame(st: Store, snap: int, table: str, key: list[str]) -> pd.DataFrame:
+    return st.con.execute(f"SELECT * FROM snap_{snap}.{table}").df().sort_values(key).reset_index(drop=True)
+
+
+@pytest.mark.spark
+def test_whole_build_on_spark_equals_duckdb(demo_shop: Summary, spark: object, tmp_path: Path) -> None:
+    """The same shop built on DuckDB and on Spark: the same customers, features, text
+    results, predictions (1e-6 relative), segments (same count, ARI >= 0.95), and served
+    profile documents equal apart from provenance."""
+    import json
+    import sqlite3
+
+    from sklearn.metrics import adjusted_rand_score
+
+    from shoplens.build import build
+    from shoplens.config import load_config
+    from shoplens.serving.reader import ProfileReader, profiles_dir
+
+    folder = _spark_shop(demo_shop, tmp_path / "shop")
+    spark_cfg = load_config(folder / "shoplens.toml")
+    duck_cfg = spark_cfg.model_copy(update={"engine": spark_cfg.engine.model_copy(update={"type": "duckdb"})})
+    with Store.for_config(duck_cfg) as st:
+        duck = build(duck_cfg, st, force=True)
+    with Store.for_config(spark_cfg) as st:
+        on_spark = build(spark_cfg, st, force=True)
+        assert {r.action for r in on_spark.stages} == {"ran"}
+        a, b = duck.snapshot_id, on_spark.snapshot_id
+        views = {r[0] for r in st.con.execute("SELECT view_name FROM duckdb_views() WHERE schema_name = ?",
+                                              [f"snap_{b}"]).fetchall()}
+        assert "customer_features" in views  # the Spark build's tables are Parquet under the warehouse
+        assert list((folder / "warehouse" / f"snap_{b}" / "customer_features").glob("*.parquet"))
+        for table, key in (("customers", ["customer_id"]), ("customer_features", ["customer_id"]),
+                           ("customer_category_shares", ["customer_id", "category"]),
+                           ("text_analysis", ["text_id"]), ("text_aspects", ["text_id", "aspect", "span_start"]),
+                           ("customer_text_features", ["customer_id"])):
+            x, y = _frame(st, a, table, key), _frame(st, b, table, key)
+            assert len(x) == len(y) > 0, table
+            if table == "customer_features":
+                assert_same_features(x, y)
+                continue
+            assert list(x.columns) == list(y.columns), table
+            for col in x.columns:  # sums in another order: equal to rounding
+                if pd.api.types.is_float_dtype(x[col]):
+                    pd.testing.assert_series_equal(x[col], y[col], rtol=1e-9, obj=f"{table}.{col}")
+                else:
+                    assert x[col].astype(str).tolist() == y[col].astype(str).tolist(), f"{table}.{col}"
+        p, q = _frame(st, a, "customer_predictions", ["customer_id"]), _frame(st, b, "customer_predictions", ["customer_id"])
+        assert p.customer_id.tolist() == q.customer_id.tolist()
+        for col in ("p_alive", "expected_purchases", "expected_spend", "clv", "purchase_propensity", "churn_risk"):
+            pd.testing.assert_series_equal(p[col], q[col], rtol=1e-6, check_names=False, obj=col)
+        s, t = _frame(st, a, "customer_segments", ["customer_id"]), _frame(st, b, "customer_segments", ["customer_id"])
+        assert s.segment_id.nunique() == t.segment_id.nunique()
+        assert adjusted_rand_score(s.segment_id, t.segment_id) >= 0.95
+        cids = s.customer_id.tolist()
+    reader = ProfileReader(spark_cfg.store_path)  # serves the Spark build, the current one
+    served = {c: reader.get(c) for c in cids[:50]}
+    with sqlite3.connect(profiles_dir(spark_cfg.store_path) / f"snap_{a}.sqlite") as db:  # the DuckDB build's
+        for cid, doc in served.items():
+            other = json.loads(db.execute("SELECT doc FROM profiles WHERE customer_id = ?", [cid]).fetchone()[0])
+            assert doc is not None
+            doc.pop("provenance"), other.pop("provenance")
+            assert doc == other
+
+
+@pytest.mark.spark
+def test_a_killed_spark_build_leaves_the_previous_snapshot_current(demo_shop: Summary, tmp_path: Path) -> None:
+    folder = _spark_shop(demo_shop, tmp_path / "shop")
+    with Store.open(folder / "shoplens.duckdb", read_only=True) as st:
+        before = st.require_snapshot()
+        expected = st.con.execute(f"SELECT count(*), sum(total_spend) FROM snap_{before}.customer_features").fetchall()
+    env = dict(os.environ, SHOPLENS_FAULT_PAUSE="features:120")
+    proc = subprocess.Popen([sys.executable, "-m", "shoplens.cli", "build", "--force", "--config", str(folder / "shoplens.toml")],
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "fault-injection: paused after features" in line or time.monotonic() > deadline:
+                break
+        assert proc.poll() is None, "the build should still be running"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert list((folder / "warehouse").glob("snap_*/customer_features/*.parquet"))  # Spark had written them
+    with Store.open(folder / "shoplens.duckdb", read_only=True) as st:
+        assert st.current_snapshot() == before
+        assert st.con.execute(f"SELECT count(*), sum(total_spend) FROM snap_{before}.customer_features").fetchall() == expected
+
+
+@pytest.mark.spark
+def test_erasure_reaches_a_spark_builds_parquet_files(demo_shop: Summary, spark: object, tmp_path: Path) -> None:
+    from test_erasure import _needles, _search, _victim
+    from typer.testing import CliRunner
+
+    from shoplens.build import build
+    from shoplens.cli import app
+    from shoplens.config import load_config
+
+    folder = _spark_shop(demo_shop, tmp_path / "shop")
+    cfg = load_config(folder / "shoplens.toml")
+    with Store.for_config(cfg) as st:
+        build(cfg, st, force=True)
+    raw, row = _victim(folder)
+    needles = _needles(folder, raw, row)
+    assert any("warehouse" in hit for hit in _search(folder, needles))
+    res = CliRunner().invoke(app, ["forget", raw, "-c", str(folder / "shoplens.toml")])
+    assert res.exit_code == 0, res.output
+    assert _search(folder, needles) == []
+    with Store.for_config(cfg) as st:  # the next Spark build still works (canonical exports written again)
+        assert build(cfg, st).n_customers == demo_shop.build.n_customers - 1

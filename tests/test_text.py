@@ -250,7 +250,8 @@ def test_text_step_disabled_gives_empty_tables_and_null_signals(tmp_path: Path, 
     with Store.for_config(cfg) as store:
         result = build(cfg, store)
         s = f"snap_{result.snapshot_id}"
-        assert result.text["n_texts"] == 0
+        assert result.skipped["text"] == "disabled in [text]"
+        assert {r.stage: r.action for r in result.stages}["text"] == "skipped"
         for table in ("text_analysis", "text_aspects", "text_topics", "customer_text_features"):
             assert store.scalar(f"SELECT count(*) FROM {s}.{table}") == 0
         cid = store.scalar("SELECT customer_id FROM texts LIMIT 1")

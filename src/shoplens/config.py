@@ -183,6 +183,15 @@ class LLMConfig(_Strict):
     cache: str | None = ".shoplens/llm-cache.sqlite"  # replies keyed by prompt hash; None disables
 
 
+class EngineConfig(_Strict):
+    """Where the build runs: the embedded store (DuckDB), or Apache Spark."""
+
+    type: Literal["duckdb", "spark"] = "duckdb"
+    master: str = "local[2]"  # spark: a master URL (local[N], spark://host:7077, yarn, k8s://...)
+    warehouse: str = "warehouse"  # spark: folder (or mounted path) for each snapshot's Parquet tables
+    conf: dict[str, str] = Field(default_factory=dict)  # spark: extra settings, e.g. spark.executor.memory
+
+
 class Config(_Strict):
     """The whole ``shoplens.toml``."""
 
@@ -194,6 +203,7 @@ class Config(_Strict):
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     root: Path = Field(default=Path("."), exclude=True)
 

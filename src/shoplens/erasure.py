@@ -160,9 +160,7 @@ def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None,
                 if _names(found, rec, cid, ids, keys)]
         if hits:
             _delete(store, report, "quarantine", "DELETE FROM quarantine WHERE list_contains(?, rowid)", [hits])
-        for schema, table in con.execute(
-                "SELECT table_schema, table_name FROM information_schema.columns "
-                "WHERE table_schema LIKE 'snap_%' AND column_name = 'customer_id'").fetchall():
+        for schema, table in _snapshot_tables(store, "BASE TABLE"):
             _delete(store, report, f"snapshots.{table}", f"DELETE FROM {schema}.{table} WHERE customer_id = ?", [cid])
         if texts:
             _erase_quotes(store, texts, report)
@@ -171,6 +169,27 @@ def _erase_store(store: Store, report: ErasureReport, cid: str, raw: str | None,
 
             hashes = [keys.subject_hash(cid)] + [keys.subject_hash(ERASED_ORDER_PREFIX + o) for o in orders]
             con.executemany("INSERT OR IGNORE INTO erased_subjects VALUES (?, now())", [[h] for h in hashes])
+    _erase_warehouse(store, report, cid)
+
+
+def _snapshot_tables(store: Store, kind: str) -> list[tuple[str, str]]:
+    """(schema, table) of snapshot tables with a ``customer_id``: stored in the store
+    (``BASE TABLE``) or views over a Spark build's Parquet files (``VIEW``)."""
+    return [(r[0], r[1]) for r in store.con.execute(
+        "SELECT c.table_schema, c.table_name FROM information_schema.columns c JOIN information_schema.tables t "
+        "ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+        "WHERE c.table_schema LIKE 'snap_%' AND c.column_name = 'customer_id' AND t.table_type = ?", [kind]).fetchall()]
+
+
+def _erase_warehouse(store: Store, report: ErasureReport, cid: str) -> None:
+    """A Spark build's snapshot tables are Parquet files under the warehouse: rewrite
+    each without the customer (repeatable), and drop the canonical exports."""
+    from shoplens.engine.spark import drop_canonical_exports, erase_rows
+
+    for schema, table in _snapshot_tables(store, "VIEW"):
+        report.add(f"snapshots.{table}", erase_rows(store, schema, table, "customer_id IS DISTINCT FROM ?", [cid]))
+    if drop_canonical_exports(store):
+        report.rewritten.append("warehouse/canonical")
 
 
 def _names(found: str | None, record_enc: str | None, cid: str, ids: set[str], keys: Keys) -> bool:
@@ -191,6 +210,8 @@ def _names(found: str | None, record_enc: str | None, cid: str, ids: set[str], k
 
 def _erase_quotes(store: Store, texts: list[str], report: ErasureReport) -> None:
     """Drop the customer's words from segment summaries (quotes are verbatim texts)."""
+    from shoplens.engine.spark import is_parquet_view, rewrite
+
     con = store.con
     for (schema,) in con.execute("SELECT DISTINCT table_schema FROM information_schema.tables "
                                  "WHERE table_schema LIKE 'snap_%' AND table_name = 'segments'").fetchall():
@@ -198,8 +219,13 @@ def _erase_quotes(store: Store, texts: list[str], report: ErasureReport) -> None
             kept = [_without(praise, texts), _without(complaints, texts)]
             n = len(json.loads(praise or "[]")) + len(json.loads(complaints or "[]")) - len(kept[0]) - len(kept[1])
             if n:
-                con.execute(f"UPDATE {schema}.segments SET praise = ?, complaints = ? WHERE segment_id = ?",
-                            [json.dumps(kept[0], ensure_ascii=False), json.dumps(kept[1], ensure_ascii=False), sid])
+                values = [json.dumps(kept[0], ensure_ascii=False), json.dumps(kept[1], ensure_ascii=False), sid]
+                if is_parquet_view(store, schema, "segments"):  # a Spark build's table: rewrite its file
+                    rewrite(store, schema, "segments", f"SELECT * REPLACE (CASE WHEN segment_id = $3 THEN $1 ELSE praise "
+                            f"END AS praise, CASE WHEN segment_id = $3 THEN $2 ELSE complaints END AS complaints) "
+                            f"FROM {schema}.segments", values)
+                else:
+                    con.execute(f"UPDATE {schema}.segments SET praise = ?, complaints = ? WHERE segment_id = ?", values)
                 report.add("segment quotes", n)
 
 

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS current_snapshot (one INTEGER PRIMARY KEY, snapshot_id BIGINT);
 CREATE TABLE IF NOT EXISTS erased_subjects (subject_hash VARCHAR PRIMARY KEY, erased_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS build_stages (
+    snapshot_id BIGINT, stage VARCHAR, action VARCHAR, reason VARCHAR, fingerprint VARCHAR,
+    settings_hash VARCHAR, inputs VARCHAR, seconds DOUBLE, "rows" VARCHAR, peak_rss_mb DOUBLE,
+    summary VARCHAR, skipped VARCHAR);
 ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS row_key VARCHAR;
 ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS resolved_ingest BIGINT;
 ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMP;
@@ -67,6 +71,11 @@ def _table_ddl(name: str) -> str:
     cols = [f'"{c.name}" {DUCKDB_TYPES[c.type]}' for c in t.stored_columns]
     cols += ["_ingest_id BIGINT", "_line BIGINT", "_row_hash VARCHAR"]
     return f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(cols)})"
+
+
+def segments_dir(store_path: Path) -> Path:
+    """Where segment maps are written, beside the store."""
+    return store_path.parent / (store_path.stem + ".segments")
 
 
 def tune(con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> None:
@@ -238,7 +247,8 @@ class Store:
             )
             con.execute("INSERT OR REPLACE INTO current_snapshot VALUES (1, ?)", [snap])
 
-    def prune_snapshots(self, keep: int) -> None:
+    def prune_snapshots(self, keep: int) -> list[int]:
+        """Drop complete snapshots beyond the newest ``keep``; returns the ids dropped."""
         rows = self.con.execute(
             "SELECT snapshot_id FROM snapshots WHERE status = 'complete' "
             "ORDER BY snapshot_id DESC OFFSET ?",
@@ -247,6 +257,13 @@ class Store:
         for (snap,) in rows:
             self.con.execute(f"DROP SCHEMA IF EXISTS snap_{snap} CASCADE")
             self.con.execute("UPDATE snapshots SET status = 'pruned' WHERE snapshot_id = ?", [snap])
+        return [int(r[0]) for r in rows]
+
+    def live_snapshots(self) -> list[int]:
+        """Complete snapshots still kept, newest first."""
+        rows = self.con.execute(
+            "SELECT snapshot_id FROM snapshots WHERE status = 'complete' ORDER BY snapshot_id DESC").fetchall()
+        return [int(r[0]) for r in rows]
 
     def drop_incomplete_snapshots(self) -> None:
         rows = self.con.execute(

@@ -108,7 +108,7 @@ def _print_summary(summary: Any) -> None:
 
 def _print_skipped(skipped: dict[str, str]) -> None:
     for model, why in skipped.items():
-        console.print(f"[yellow]predictions: {model} skipped[/]: {escape(why)}", soft_wrap=True)
+        console.print(f"[yellow]{model} skipped[/]: {escape(why)}", soft_wrap=True)
 
 
 def main() -> None:

@@ -109,15 +109,35 @@ def quarantine(
 def build_cmd(
     config: ConfigOpt = DEFAULT_CONFIG,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Reference day YYYY-MM-DD (default: from config / data).")] = None,
+    show_plan: Annotated[bool, typer.Option("--plan", help="Print the stages and what each would do, then stop.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run every stage, reusing nothing.")] = False,
 ) -> None:
-    """Compute per-customer features into a new snapshot; switch to it when complete."""
-    from shoplens.build import build
+    """Run the build's stages into a new snapshot; switch to it when complete."""
+    from shoplens.build import build, build_plan
     from shoplens.store import Store
 
     cfg = _load(config)
     day = _parse_day(as_of)
+    if show_plan:
+        with Store.for_config(cfg, read_only=True) as store:
+            day, steps = build_plan(cfg, store, day, force)
+        t = Table(title=f"build plan as of {day} / 构建计划")
+        for col in ("stage", "reads", "writes", "action", "why"):
+            t.add_column(col)
+        for st in steps:
+            colour = {"run": "green", "reuse": "cyan", "skip": "yellow"}[st.action]
+            t.add_row(st.stage, ", ".join(st.needs), ", ".join(st.makes), f"[{colour}]{st.action}[/]", escape(st.reason))
+        console.print(t)
+        return
     with Store.for_config(cfg) as store, _progress() as (_r, on_step):
-        result = build(cfg, store, day, on_step)
+        result = build(cfg, store, day, on_step, force=force)
+    t = Table(title=f"snapshot {result.snapshot_id} stages / 各阶段")
+    for col in ("stage", "action", "seconds", "rows", "why"):
+        t.add_column(col)
+    for r in result.stages:
+        t.add_row(r.stage, r.action, f"{r.seconds:.1f}", ", ".join(f"{k} {v:,}" for k, v in r.rows.items()),
+                  escape(r.reason))
+    console.print(t)
     console.print(f"snapshot {result.snapshot_id} complete: {result.n_customers:,} customers as of {result.as_of} ({result.seconds:.1f}s)")
     _print_text(result.text)
     _print_skipped(result.skipped)

@@ -92,7 +92,9 @@ def segments_list(ctx: typer.Context, config: ConfigOpt = DEFAULT_CONFIG) -> Non
     m = json.loads(rows[0][5])
     console.print(f"{m['method']}, k = {m['k']}: silhouette {m['silhouette']:.3f}, Davies-Bouldin {m['davies_bouldin']:.3f}, "
                   f"Calinski-Harabasz {m['calinski_harabasz']:,.0f}, bootstrap ARI {m['stability_ari']:.3f}", soft_wrap=True)
-    maps = cfg.store_path.parent / (cfg.store_path.stem + ".segments")
+    from shoplens.store import segments_dir
+
+    maps = segments_dir(cfg.store_path)
     console.print(f"map: {maps / f'snap_{snap}-map.png'} and .html", soft_wrap=True)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pyarrow as pa
+
 from shoplens.models.btyd import ModelError
 from shoplens.store import Store
 
@@ -21,12 +23,15 @@ def fingerprint(config_hash: str, last_ingest_id: int | None, version: str) -> d
     return {"config_hash": config_hash, "last_ingest_id": str(last_ingest_id), "shoplens": version, "lightgbm": lgb_version}
 
 
-def save_models(store: Store, schema: str, models: dict[str, Any], skipped: dict[str, str], meta: dict[str, str]) -> None:
-    store.con.execute(f"CREATE TABLE {schema}.model_artifacts (name VARCHAR, fingerprint VARCHAR, payload VARCHAR)")
-    rows = [(name, json.dumps(meta, sort_keys=True), json.dumps(payload, default=float)) for name, payload in models.items()]
-    rows += [(f"skipped:{name}", json.dumps(meta, sort_keys=True), json.dumps({"reason": why})) for name, why in skipped.items()]
-    if rows:
-        store.con.executemany(f"INSERT INTO {schema}.model_artifacts VALUES (?, ?, ?)", rows)
+ARTIFACTS = pa.schema([("name", pa.string()), ("fingerprint", pa.string()), ("payload", pa.string())])
+
+
+def artifacts_table(models: dict[str, Any], skipped: dict[str, str], meta: dict[str, str]) -> pa.Table:
+    """The ``model_artifacts`` rows: each fitted model's payload, and why each skipped one was."""
+    tag = json.dumps(meta, sort_keys=True)
+    rows = [(name, tag, json.dumps(payload, default=float)) for name, payload in models.items()]
+    rows += [(f"skipped:{name}", tag, json.dumps({"reason": why})) for name, why in skipped.items()]
+    return pa.table([pa.array([r[i] for r in rows], pa.string()) for i in range(3)], schema=ARTIFACTS)
 
 
 def load_model(store: Store, schema: str, name: str, expected: dict[str, str]) -> dict[str, Any]:

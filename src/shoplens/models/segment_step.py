@@ -4,41 +4,38 @@ and write ``segments`` and ``customer_segments`` into the snapshot."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
-from shoplens.config import Config
 from shoplens.llm import provider_from_config
 from shoplens.models.btyd import ModelError
 from shoplens.models.personas import llm_persona, segment_stats
+from shoplens.models.segment_map import write_maps
 from shoplens.models.segments import Segmenter, design_matrix
-from shoplens.store import Store
+from shoplens.pipeline.stage import BuildContext, TableSpec, empty
+from shoplens.store import segments_dir
 
 
-def segment_snapshot(cfg: Config, store: Store, schema: str) -> dict[str, str]:
-    """Returns {"segments": reason} when segmentation had to be skipped, else {}."""
+def segment_snapshot(ctx: BuildContext, segments: TableSpec, assignments: TableSpec) -> dict[str, str]:
+    """Write both tables (empty when segmentation is not possible); returns
+    {"segments": reason} when it had to be skipped, else {}."""
+    cfg, store, schema = ctx.cfg, ctx.engine.store, ctx.snapshot.schema  # type: ignore[attr-defined]
     frame = store.con.execute(
-        f"SELECT f.*, p.churn_risk, p.clv, t.mean_rating, x.sentiment_mean, year(s.as_of) - d.birth_year AS age "
+        f"SELECT f.*, p.churn_risk, p.clv, t.mean_rating, x.sentiment_mean, {ctx.snapshot.as_of.year} - d.birth_year AS age "
         f"FROM {schema}.customer_features f JOIN {schema}.customers d USING (customer_id) "
         f"LEFT JOIN {schema}.customer_predictions p USING (customer_id) "
         f"LEFT JOIN {schema}.customer_text_features x USING (customer_id) "
-        f"CROSS JOIN (SELECT as_of FROM snapshots WHERE snapshot_id = {int(schema.removeprefix('snap_'))}) s "
         "LEFT JOIN (SELECT customer_id, avg(rating) AS mean_rating FROM texts GROUP BY 1) t USING (customer_id)"
     ).df().set_index("customer_id").sort_index()
-    store.con.execute(f"CREATE TABLE {schema}.customer_segments (customer_id VARCHAR, segment_id INTEGER)")
-    store.con.execute(
-        f"CREATE TABLE {schema}.segments (segment_id INTEGER, name VARCHAR, persona VARCHAR, actions VARCHAR, "
-        "source VARCHAR, problems VARCHAR, size BIGINT, share DOUBLE, zscores VARCHAR, categories VARCHAR, metrics VARCHAR, "
-        "praise VARCHAR, complaints VARCHAR)"
-    )
     sc = cfg.segments
-    if not sc.enabled:
-        return {"segments": "disabled in [segments]"}
     X, used = design_matrix(frame)
     try:
         seg = Segmenter(sc.method, (sc.k_min, max(sc.k_min, sc.k_max)), bootstrap=sc.bootstrap).fit(X)
     except ModelError as err:
+        for spec in (segments, assignments):
+            ctx.write(spec, empty(spec.schema_for(cfg)))
         return {"segments": str(err)}
     labels = seg.result_.labels
     cats = {str(cid): [str(c)] for cid, c in frame["top_category"].dropna().items()}
@@ -60,15 +57,9 @@ def segment_snapshot(cfg: Config, store: Store, schema: str) -> dict[str, str]:
                      persona.source, json.dumps(persona.problems, ensure_ascii=False), s.size, s.share,
                      json.dumps({k: round(v, 3) for k, v in s.zscores.items()}), json.dumps(s.categories, ensure_ascii=False), metrics,
                      json.dumps(s.quotes_positive, ensure_ascii=False), json.dumps(s.quotes_negative, ensure_ascii=False)))
-    store.con.executemany(f"INSERT INTO {schema}.segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    from pathlib import Path
-
-    from shoplens.models.segment_map import write_maps
-
-    store_path = Path(store.path)
-    write_maps(X, labels, {r[0]: r[1] for r in rows}, store_path.parent / (store_path.stem + ".segments") / f"{schema}-map")
-    assign = pd.DataFrame({"customer_id": frame.index, "segment_id": labels.astype(np.int32)})
-    store.con.register("_assign", assign)
-    store.con.execute(f"INSERT INTO {schema}.customer_segments SELECT * FROM _assign")
-    store.con.unregister("_assign")
+    seg_schema = segments.schema_for(cfg)
+    ctx.write(segments, pa.table([pa.array([r[i] for r in rows], f.type) for i, f in enumerate(seg_schema)], schema=seg_schema))
+    write_maps(X, labels, {r[0]: r[1] for r in rows}, segments_dir(Path(store.path)) / f"{schema}-map")
+    ctx.write(assignments, pa.table({"customer_id": pa.array(frame.index.astype(str), pa.string()),
+                                     "segment_id": pa.array(labels.astype(np.int32))}))
     return {}

@@ -76,7 +76,8 @@ def _flat_row(row: dict[str, Any], as_of_year: int) -> tuple[Any, ...]:
 
 
 def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[int], None] | None = None) -> Path:
-    """Write the serving file for snapshot ``snap`` and make it current."""
+    """Write the serving file for snapshot ``snap`` with its checksum beside it; the
+    caller switches ``CURRENT`` to it once the snapshot is complete."""
     folder = profiles_dir(store_path)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"snap_{snap}.sqlite"
@@ -109,7 +110,6 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
     db.commit()
     db.close()
     install(tmp, target)
-    switch_current(folder, target.name)
     return target
 
 
@@ -130,13 +130,13 @@ def switch_current(folder: Path, name: str) -> None:
     write_atomic(folder / "CURRENT", name)
 
 
-def prune_serving(folder: Path, keep: int) -> list[Path]:
-    """Delete serving files beyond the newest ``keep`` snapshots (never the current one)."""
+def prune_serving(folder: Path, keep: set[int]) -> list[Path]:
+    """Delete the serving files of snapshots not in ``keep`` (pruned ones, and those of
+    builds that never completed), never the current one."""
     current = current_name(folder)
-    files = serving_files(folder)
     removed = []
-    for _snap, path in files[keep:]:
-        if path.name == current:
+    for snap, path in serving_files(folder):
+        if snap in keep or path.name == current:
             continue
         path.unlink(missing_ok=True)
         checksum_path(path).unlink(missing_ok=True)

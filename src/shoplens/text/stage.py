@@ -16,12 +16,15 @@ and interests are computed in numpy / Python.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from shoplens.config import Config
+from shoplens.engine.base import Snapshot
+from shoplens.pipeline.stage import BaseStage, BuildContext, StageReport, TableSpec
 from shoplens.store import Store
 from shoplens.text.analysers import Analysers, TextResult, text_tokens
 from shoplens.text.aspects import load_aspects
@@ -42,27 +45,58 @@ EXTRAS = pa.schema([("customer_id", pa.string()), ("top_keywords", pa.list_(pa.s
                     ("interests", pa.list_(pa.string())), ("embedding_centroid", pa.list_(pa.float32()))])
 
 
-def _write(store: Store, schema: str, name: str, columns: dict[str, list[Any]], spec: pa.Schema) -> None:
-    tbl = pa.table({f.name: pa.array(columns[f.name], f.type) for f in spec}, schema=spec)
-    store.con.register("_t", tbl)
-    store.con.execute(f"CREATE TABLE {schema}.{name} AS SELECT * FROM _t")
-    store.con.unregister("_t")
+def _arrow(columns: dict[str, list[Any]], spec: pa.Schema) -> pa.Table:
+    return pa.table({f.name: pa.array(columns[f.name], f.type) for f in spec}, schema=spec)
 
 
-def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None] | None = None) -> dict[str, Any]:
+def customer_text_schema(cfg: Config) -> pa.Schema:
+    """``customer_text_features``: one ``aspect_<name>`` column per configured aspect."""
+    aspects = [a.name for a in load_aspects(_aspects_file(cfg))]
+    return pa.schema([("customer_id", pa.string()), ("n_texts", pa.int64()), ("sentiment_mean", pa.float64()),
+                      ("sentiment_trend", pa.float64()), ("negative_share", pa.float64()),
+                      ("last_text_at", pa.timestamp("us")), *((f"aspect_{a}", pa.float64()) for a in aspects),
+                      ("n_aspect_mentions", pa.int64()), ("top_keywords", pa.list_(pa.string())),
+                      ("interests", pa.list_(pa.string())), ("topic_shares", pa.map_(pa.int32(), pa.float64())),
+                      ("embedding_centroid", pa.list_(pa.float32()))])
+
+
+def _aspects_file(cfg: Config) -> str | None:
+    return None if cfg.text.aspects == "default" else str(cfg.resolve(cfg.text.aspects))
+
+
+class TextStage(BaseStage):
+    """Language, sentiment, aspects with evidence, keywords and topics per text; then
+    per-customer text features."""
+
+    name = "text"
+    needs = ("texts", "products")
+    makes = (TableSpec("text_analysis", ANALYSIS, ("text_id",)), TableSpec("text_aspects", ASPECTS, ("text_id", "aspect")),
+             TableSpec("text_topics", TOPICS, ("topic_id",)), TableSpec("customer_text_features", customer_text_schema))
+
+    def skip_reason(self, cfg: Config) -> str | None:
+        return None if cfg.text.enabled else "disabled in [text]"
+
+    def settings(self, cfg: Config, snapshot: Snapshot) -> dict[str, Any]:
+        file = _aspects_file(cfg)
+        return cfg.text.model_dump(exclude={"enabled", "cache"}) | {
+            "aspects": Path(file).read_text("utf-8") if file else "default"}
+
+    def run(self, ctx: BuildContext) -> StageReport:
+        return StageReport(summary=text_step(ctx, self.makes))
+
+
+def text_step(ctx: BuildContext, makes: tuple[TableSpec, ...]) -> dict[str, Any]:
     """Run the text analysers over ``texts`` and write the four tables; returns a summary."""
+    cfg, store = ctx.cfg, ctx.engine.store  # type: ignore[attr-defined]
     tc = cfg.text
+    on_info = ctx.on_info
     rows = store.con.sql("SELECT text_id, customer_id, text, created_at FROM texts ORDER BY text_id").to_arrow_table()
-    if not tc.enabled:
-        rows = rows.slice(0, 0)
     n = rows.num_rows
 
     def progress(done: int, total: int, rate: float) -> None:
-        if on_info:
-            on_info(f"text: embedded {done:,}/{total:,} new texts ({rate:.1f} texts/s)")
+        on_info(f"text: embedded {done:,}/{total:,} new texts ({rate:.1f} texts/s)")
 
-    aspects_file = None if tc.aspects == "default" else cfg.resolve(tc.aspects)
-    aspect_list = load_aspects(str(aspects_file) if aspects_file else None)
+    aspect_list = load_aspects(_aspects_file(cfg))
     results: list[TextResult] = []
     vectors = np.zeros((n, 1), np.float32)
     embedded = hits = 0
@@ -71,8 +105,7 @@ def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None
         vectors = np.zeros((n, analysers.embedder.dim), np.float32)
         texts = rows.column("text").to_pylist()
         for i in range(0, n, BATCH):
-            if on_info:
-                on_info(f"text: analysing {i:,}/{n:,}")
+            on_info(f"text: analysing {i:,}/{n:,}")
             res, vec = analysers.analyse(texts[i : i + BATCH])
             results.extend(res)
             assert vec is not None
@@ -84,15 +117,15 @@ def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None
     model = TopicModel(min_topic_size=tc.min_topic_size)
     found: list[Topic] = []
     if tc.topics and live.any():
-        if on_info:
-            on_info("text: topics")
+        on_info("text: topics")
         idx = np.where(live)[0]
         langs = ["en" if results[i].prepared.language == "en" else "zh" for i in idx]
         topics[idx] = model.fit_predict(vectors[idx], [t for t, ok in zip(text_tokens(results), live, strict=True) if ok], langs)
         found = model.topics_
     ids, cids = rows.column("text_id").to_pylist(), rows.column("customer_id").to_pylist()
     with_topic = tc.topics and n
-    _write(store, schema, "text_analysis", {
+    analysis, aspects, topics_spec, per_customer = makes
+    ctx.write(analysis, _arrow({
         "text_id": ids, "customer_id": cids, "created_at": rows.column("created_at").to_pylist(),
         "language": [r.prepared.language for r in results],
         "sentiment": [r.sentiment for r in results],
@@ -100,19 +133,22 @@ def text_step(cfg: Any, store: Store, schema: str, on_info: Callable[[str], None
         "keywords": [r.keywords for r in results],
         "topic_id": [int(t) if with_topic and live[i] else None for i, t in enumerate(topics.tolist())],
         "truncated": [r.prepared.truncated for r in results],
-    }, ANALYSIS)
+    }, ANALYSIS))
     mentions = [(ids[i], cids[i], h) for i, r in enumerate(results) for h in r.aspects]
-    _write(store, schema, "text_aspects", {
+    ctx.write(aspects, _arrow({
         "text_id": [t for t, _c, _h in mentions], "customer_id": [c for _t, c, _h in mentions],
         **{k: [getattr(h, a) for _t, _c, h in mentions] for k, a in
            (("aspect", "aspect"), ("polarity", "polarity"), ("score", "score"), ("evidence", "evidence"),
             ("span_start", "start"), ("span_end", "end"), ("via", "via"))},
-    }, ASPECTS)
-    _write(store, schema, "text_topics", {"topic_id": [t.topic_id for t in found], "size": [t.size for t in found],
-                                          "terms": [t.terms for t in found], "label": [t.label for t in found]}, TOPICS)
-    _write(store, schema, "_text_extras", _customer_extras(ids, cids, results, vectors, live, store), EXTRAS)
-    store.con.execute(_features_sql(schema, [a.name for a in aspect_list]))
-    store.con.execute(f"DROP TABLE {schema}._text_extras")
+    }, ASPECTS))
+    ctx.write(topics_spec, _arrow({"topic_id": [t.topic_id for t in found], "size": [t.size for t in found],
+                                   "terms": [t.terms for t in found], "label": [t.label for t in found]}, TOPICS))
+    extras = _arrow(_customer_extras(ids, cids, results, vectors, live, store), EXTRAS)
+    store.con.register("_text_extras", extras)
+    try:
+        ctx.write(per_customer, _features_sql(ctx.snapshot.schema, [a.name for a in aspect_list]))
+    finally:
+        store.con.unregister("_text_extras")
     return {"n_texts": n, "embedded": embedded, "cache_hits": hits, "topics": len(found),
             "outlier_share": round(getattr(model, "outlier_share_", 0.0), 4)}
 
@@ -155,7 +191,6 @@ def _features_sql(schema: str, aspects: list[str]) -> str:
         f"FILTER (WHERE aspect = '{a}') AS aspect_{a}" for a in aspects
     )
     return f"""
-CREATE TABLE {schema}.customer_text_features AS
 WITH base AS (
     SELECT customer_id, count(*) AS n_texts, avg(sentiment) AS sentiment_mean,
            -- change in P(positive) per 30 days, from texts over time (NULL with fewer than 2 dates)
@@ -173,4 +208,4 @@ top AS (
 SELECT b.*, {", ".join(f"asp.aspect_{a}" for a in aspects)}, coalesce(asp.n_aspect_mentions, 0) AS n_aspect_mentions,
        x.top_keywords, x.interests, top.topic_shares, x.embedding_centroid
 FROM base b LEFT JOIN asp USING (customer_id) LEFT JOIN top USING (customer_id)
-LEFT JOIN {schema}._text_extras x USING (customer_id)"""
+LEFT JOIN _text_extras x USING (customer_id)"""

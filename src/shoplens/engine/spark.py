@@ -1,0 +1,203 @@
+"""The Spark engine: set-based stages run as Spark SQL (the same Ibis expressions as on
+DuckDB), and every snapshot table is Parquet under ``[engine] warehouse``:
+``<warehouse>/snap_<id>/<table>/``.
+
+The DuckDB store stays the catalog: it holds what ingest validated (canonical tables,
+quarantine, vault), the snapshot list and, per snapshot, one view per table over its
+Parquet folder. So ``profile``, ``segments``, audiences, the report and the serving
+publish read a Spark-built snapshot exactly as a DuckDB-built one, and erasure finds
+every file (``erase_rows``). Canonical tables are exported to
+``<warehouse>/canonical/<table>/<content hash>.parquet`` once per content change,
+for Spark to read.
+
+Timestamps: Spark's TIMESTAMP is zone-aware; the session runs in UTC and the catalog
+views turn such columns back into the naive UTC times the rest of ShopLens uses
+(``timezone('UTC', ...)``), whatever the store's own time zone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shoplens.config import Config
+from shoplens.engine.base import Snapshot
+from shoplens.engine.duckdb import DuckDBEngine
+from shoplens.errors import require
+from shoplens.store import Store
+
+WAREHOUSE_KEY = "warehouse"  # store_meta: where this store's Spark tables live (erasure reads it)
+_SESSION: Any = None
+
+
+def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> Any:
+    """One Spark session per process (UTC, quiet); a session already running is reused."""
+    require("pyspark", "spark")
+    global _SESSION
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if _SESSION is None:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = (SparkSession.builder.master(master).appName("shoplens")
+                   .config("spark.sql.session.timeZone", "UTC")
+                   .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+                   .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
+        for key, value in (conf or {}).items():
+            builder = builder.config(key, value)
+        _SESSION = builder.getOrCreate()
+        _SESSION.sparkContext.setLogLevel("ERROR")
+    return _SESSION
+
+
+class SparkEngine:
+    name = "spark"
+
+    def __init__(self, store: Store, cfg: Config, session: Any = None) -> None:
+        import ibis
+
+        self.store = store
+        self.warehouse = cfg.resolve(cfg.engine.warehouse)
+        self.session = session or spark_session(cfg.engine.master, cfg.engine.conf)
+        self.backend = ibis.pyspark.connect(self.session)
+        self.catalog = DuckDBEngine(store)
+        store.con.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WAREHOUSE_KEY, str(self.warehouse)])
+
+    @property
+    def con(self) -> Any:
+        return self.store.con
+
+    def ibis(self) -> Any:
+        return self.backend
+
+    def fingerprint(self, name: str) -> str:
+        return self.catalog.fingerprint(name)
+
+    def _canonical(self, name: str) -> Path:
+        """The canonical table as Parquet for Spark (written when its content changed)."""
+        folder = self.warehouse / "canonical" / name
+        path = folder / (self.fingerprint(name).replace(":", "-") + ".parquet")
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            for old in folder.glob("*.parquet"):
+                old.unlink()
+            tmp = path.with_suffix(".tmp")
+            self.con.execute(f"COPY (SELECT * EXCLUDE (_ingest_id, _line, _row_hash) FROM {name}) TO '{tmp}' (FORMAT parquet)")
+            tmp.rename(path)
+        return path
+
+    def folder(self, snapshot: Snapshot, name: str) -> Path:
+        return self.warehouse / snapshot.schema / name
+
+    def table(self, name: str, snapshot: Snapshot | None = None) -> Any:
+        if snapshot is None:
+            return self.backend.read_parquet(str(self._canonical(name)), table_name=f"canonical_{name}")
+        return self.backend.read_parquet(str(self.folder(snapshot, name)), table_name=f"{snapshot.schema}_{name}")
+
+    def materialise(self, snapshot: Snapshot, name: str, data: Any, schema: pa.Schema) -> int:
+        """Ibis expressions are written by Spark; Arrow tables (from Python stages) and
+        catalog SQL by the driver; then the catalog view is (re)made."""
+        folder = self.folder(snapshot, name)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        if isinstance(data, pa.Table):
+            pq.write_table(data.select(schema.names).cast(schema), folder / "part-0.parquet")
+        elif isinstance(data, str):
+            cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in self.catalog._duck_types(schema))
+            self.con.execute(f"COPY (SELECT {cols} FROM ({data})) TO '{folder / 'part-0.parquet'}' (FORMAT parquet)")
+        else:
+            import ibis
+
+            typed = data.select(*schema.names).cast(ibis.Schema.from_pyarrow(schema))
+            self.backend._run_pre_execute_hooks(typed)  # registers in-memory tables the expression uses
+            frame = self.session.sql(self.backend.compile(typed))
+            frame.write.mode("overwrite").parquet(str(folder))
+            if not any(folder.glob("*.parquet")):  # Spark writes no file for an empty result
+                pq.write_table(pa.table({f.name: pa.array([], f.type) for f in schema}, schema=schema),
+                               folder / "part-0.parquet")
+        self._view(snapshot, name, schema)
+        return self.rows(snapshot, name)
+
+    def _view(self, snapshot: Snapshot, name: str, schema: pa.Schema) -> None:
+        files = f"{self.folder(snapshot, name)}/*.parquet"
+        found = dict(self.con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{files}'))")
+                     .fetchall())
+        cols = []
+        for c, t in self.catalog._duck_types(schema):
+            expr = f"timezone('UTC', \"{c}\")" if found.get(c) == "TIMESTAMP WITH TIME ZONE" else f'"{c}"'
+            cols.append(f'CAST({expr} AS {t}) AS "{c}"')
+        self.con.execute(f"CREATE OR REPLACE VIEW {snapshot.schema}.{name} AS SELECT {', '.join(cols)} "
+                         f"FROM read_parquet('{files}')")
+
+    def schema_of(self, snapshot: Snapshot, name: str) -> pa.Schema:
+        return self.catalog.schema_of(snapshot, name)
+
+    def rows(self, snapshot: Snapshot, name: str) -> int:
+        return self.catalog.rows(snapshot, name)
+
+    def exists(self, snapshot: Snapshot, name: str) -> bool:
+        return self.catalog.exists(snapshot, name)
+
+    def index(self, snapshot: Snapshot, name: str, key: tuple[str, ...]) -> None:
+        return None  # Parquet has no index; point look-ups are served from the serving file
+
+    def copy(self, source: Snapshot, target: Snapshot, name: str) -> int:
+        return self.materialise(target, name, f"SELECT * FROM {source.schema}.{name}", self.schema_of(source, name))
+
+    def prune(self, live: set[int]) -> None:
+        """Delete the Parquet folders of snapshots no longer kept (pruned or failed)."""
+        for path in self.warehouse.glob("snap_*"):
+            if path.is_dir() and int(path.name.removeprefix("snap_")) not in live:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def warehouse_of(store: Store) -> Path | None:
+    """The warehouse a Spark build of this store wrote to, if any."""
+    value = store.scalar("SELECT value FROM store_meta WHERE key = ?", [WAREHOUSE_KEY])
+    return Path(value) if value else None
+
+
+def is_parquet_view(store: Store, schema: str, table: str) -> bool:
+    return bool(store.scalar("SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
+                             [schema, table]))
+
+
+def rewrite(store: Store, schema: str, table: str, sql: str, params: list[Any] | None = None) -> None:
+    """Replace a Parquet-backed snapshot table's files with the result of ``sql`` (which
+    may read the table itself): written beside, then the old files deleted, so no byte
+    of a removed row stays in the warehouse."""
+    warehouse = warehouse_of(store)
+    if warehouse is None:
+        return
+    folder = warehouse / schema / table
+    tmp = folder.with_name(table + ".rewrite.parquet")
+    store.con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)", params or [])
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    tmp.rename(folder / "part-0.parquet")
+
+
+def erase_rows(store: Store, schema: str, table: str, keep: str, params: list[Any]) -> int:
+    """Keep only the rows of a Parquet-backed table where ``keep`` holds; returns how
+    many were removed."""
+    before = int(store.scalar(f"SELECT count(*) FROM {schema}.{table}"))
+    rewrite(store, schema, table, f"SELECT * FROM {schema}.{table} WHERE {keep}", params)
+    return before - int(store.scalar(f"SELECT count(*) FROM {schema}.{table}"))
+
+
+def drop_canonical_exports(store: Store) -> bool:
+    """Delete the canonical tables' Parquet exports (the next Spark build writes them
+    again from the store); returns whether there were any."""
+    warehouse = warehouse_of(store)
+    folder = warehouse / "canonical" if warehouse else None
+    if folder is None or not folder.exists():
+        return False
+    shutil.rmtree(folder)
+    return True
