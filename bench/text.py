@@ -19,7 +19,7 @@ architecture and the measured token counts, against this machine's measured floa
 matmul FLOP/s), and what the whole text step would take on 100,000 short reviews with
 each embedder.
 
-``--stage-n 100000`` also runs the build's real text step (``text_step``: every
+``--stage-n 100000`` also runs the build's real text stage (``TextStage``: every
 analyser, topics, per-customer features, all tables written) on that many short
 reviews in a scratch DuckDB store with ``embedder = "hash"``, and prints its wall time.
 The texts are unique pairs of real clauses (two clauses of different real reviews of
@@ -172,8 +172,12 @@ def stage(n: int) -> None:
     import pyarrow as pa
 
     from shoplens.config import Config
+    from shoplens.engine.base import Snapshot
+    from shoplens.engine.duckdb import DuckDBEngine
+    from shoplens.features.rfm import load_rules
+    from shoplens.pipeline.stage import BuildContext
     from shoplens.store import Store
-    from shoplens.text.stage import text_step
+    from shoplens.text.stage import TextStage
 
     texts = short_reviews(n)
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,11 +188,11 @@ def stage(n: int) -> None:
                          "text": texts, "created_at": [t0 + timedelta(minutes=i) for i in range(n)]})
         store.con.register("_b", rows)
         store.con.execute("INSERT INTO texts (text_id, customer_id, text, created_at) SELECT * FROM _b")
-        store.con.execute("CREATE SCHEMA snap_bench")
+        snap = Snapshot(store.begin_snapshot(t0.date(), "bench", "bench"), t0.date())
         print(f"text step on {n:,} short reviews (mean {np.mean([len(t) for t in texts]):.0f} chars), embedder=hash ...", flush=True)
         with PeakRss() as rss:
             start = time.perf_counter()
-            summary = text_step(cfg, store, "snap_bench")
+            summary = TextStage().run(BuildContext(cfg, DuckDBEngine(store), snap, load_rules())).summary
             dt = time.perf_counter() - start
         print(f"text step: {dt:.1f} s ({dt / 60:.2f} min, {n / dt:.0f} texts/s), peak RSS {rss.peak / 2**20:.0f} MiB, "
               f"{summary['topics']} topics, outliers {summary['outlier_share']:.1%}\n", flush=True)

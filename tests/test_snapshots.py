@@ -107,6 +107,6 @@ def test_kill_while_embedding_keeps_the_cache_and_the_snapshot(demo_shop: Summar
     done = subprocess.run([sys.executable, "-m", "shoplens.cli", "build", "--force", "--config", str(folder / "shoplens.toml")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    match = re.search(r"embeddings: ([\d,]+) computed, ([\d,]+) from the\s+cache", done.stdout)
+    match = re.search(r"embeddings:\s+([\d,]+)\s+computed,\s+([\d,]+)\s+from\s+the\s+cache", done.stdout)
     assert match, done.stdout
     assert int(match.group(2).replace(",", "")) >= kept  # what the killed build embedded is not embedded again

@@ -35,18 +35,10 @@ def _pyspark():
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     _pyspark()
-    from pyspark.sql import SparkSession
+    from shoplens.engine.spark import spark_session
 
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("shoplens-tests")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
+    # the session the engine would make (its Python workers run this interpreter), small shuffles
+    session = spark_session("local[2]", {"spark.sql.shuffle.partitions": "4", "spark.app.name": "shoplens-tests"})
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

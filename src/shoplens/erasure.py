@@ -340,6 +340,13 @@ def _erase_access(store_path: Path, cid: str, raw: str | None, report: ErasureRe
         (f"UPDATE audit SET customer_id = NULL, path = '(erased)', detail = '' WHERE {cond}", params)], vacuum=False))
 
 
+def _has_table(path: Path, table: str) -> bool:
+    if not path.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]).fetchone() is not None
+
+
 def _erase_caches(cfg: Config, texts: list[str], report: ErasureReport) -> None:
     """Embeddings of the customer's texts and clauses, and LLM replies quoting them."""
     if not texts:
@@ -354,9 +361,12 @@ def _erase_caches(cfg: Config, texts: list[str], report: ErasureReport) -> None:
     ids = [getattr(factory, "id", None) for factory in EMBEDDERS.values()]
     keys = [text_key(i, piece) for i in ids if i for piece in pieces]
     if cfg.text.cache:
-        report.add("embedding cache", scrub_sqlite(cfg.resolve(cfg.text.cache), [
-            (f"DELETE FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            for chunk in (keys[i:i + 900] for i in range(0, len(keys), 900))]))
+        cache = cfg.resolve(cfg.text.cache)
+        results = [text_key("results", t) for t in texts]  # the text stage's result cache (``text.rows``)
+        deletes = [(table, chunk) for table, ks in (("embeddings", keys), ("text_results", results))
+                   if _has_table(cache, table) for chunk in (ks[i:i + 900] for i in range(0, len(ks), 900))]
+        report.add("embedding cache", scrub_sqlite(cache, [
+            (f"DELETE FROM {table} WHERE key IN ({','.join('?' * len(chunk))})", chunk) for table, chunk in deletes]))
     if cfg.llm.cache:
         quoted = [t[:200] for t in texts if len(t) >= 8]
         if quoted:

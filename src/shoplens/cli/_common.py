@@ -79,9 +79,12 @@ def _print_ingest(results: list[Any]) -> None:
 
 
 def _print_text(text: dict[str, Any]) -> None:
-    if text.get("n_texts"):
-        console.print(f"texts: {text['n_texts']:,} analysed (embeddings: {text['embedded']:,} computed, {text['cache_hits']:,} from the "
-                      f"cache), {text['topics']} topics, {text['outlier_share']:.1%} outliers")
+    if not text.get("n_texts"):
+        return
+    embedded = ("in the executors" if text.get("embedded") is None
+                else f"{text['embedded']:,} computed, {text['cache_hits']:,} from the cache")
+    console.print(f"texts: {text['n_texts']:,} ({text['analysed']:,} analysed, {text['reused']:,} from the result cache; "
+                  f"embeddings: {embedded}), {text['topics']} topics, {text['outlier_share']:.1%} outliers")
 
 
 def _print_summary(summary: Any) -> None:

@@ -8,6 +8,7 @@ a Spark session and keeps each snapshot's tables as Parquet under a warehouse pa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -66,3 +67,45 @@ class Engine(Protocol):
 
     def copy(self, source: Snapshot, target: Snapshot, name: str) -> int:
         """Reuse: ``source``'s table ``name`` becomes ``target``'s (same rows)."""
+
+    def collect(self, expr: Any) -> pa.Table:
+        """A small result (a sample, an aggregate) as Arrow on the driver."""
+
+    def map_batches(self, snapshot: Snapshot, name: str, source: Any, fn: Callable[[pa.RecordBatch], pa.Table],
+                    schema: pa.Schema, batch_rows: int = 2000) -> int:
+        """Write ``fn`` applied to each Arrow batch of ``source`` as table ``name``
+        (Spark: in the executors)."""
+
+    def map_groups(self, snapshot: Snapshot, name: str, source: Any, key: str, fn: Callable[[pa.Table], pa.Table],
+                   schema: pa.Schema, within: tuple[str, ...] = ()) -> int:
+        """Like ``map_batches``, but every batch ``fn`` sees holds whole groups of ``key``,
+        each group's rows ordered by ``within`` (so order-sensitive results agree)."""
+
+    def drop(self, snapshot: Snapshot, name: str) -> None: ...
+
+
+def grouped_chunks(batches: Iterable[pa.RecordBatch], key: str, rows: int = 20_000) -> Iterator[pa.Table]:
+    """Re-cut a stream of batches sorted by ``key`` into tables of about ``rows`` rows
+    that never split a group (the last group of a chunk waits for the next batch)."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        size += batch.num_rows
+        if size < rows:
+            continue
+        table = pa.Table.from_batches(pending)
+        keys = table.column(key)
+        last = keys[len(keys) - 1]
+        cut = len(keys)
+        while cut > 0 and keys[cut - 1] == last:
+            cut -= 1
+        if cut == 0:  # one group so far: keep reading
+            continue
+        yield table.slice(0, cut)
+        rest = table.slice(cut)
+        pending, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(pending)

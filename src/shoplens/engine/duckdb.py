@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
 
-from shoplens.engine.base import Snapshot
+from shoplens.engine.base import Snapshot, grouped_chunks
 from shoplens.store import Store
 
 
@@ -85,3 +86,38 @@ class DuckDBEngine:
     def copy(self, source: Snapshot, target: Snapshot, name: str) -> int:
         self.con.execute(f"CREATE TABLE {target.schema}.{name} AS SELECT * FROM {source.schema}.{name}")
         return self.rows(target, name)
+
+    def collect(self, expr: Any) -> pa.Table:
+        return self.ibis().to_pyarrow(expr)
+
+    def _write_all(self, snapshot: Snapshot, name: str, parts: Iterable[pa.Table], schema: pa.Schema) -> int:
+        """Create the table from the first part and append the rest (never all in memory)."""
+        from shoplens.pipeline.stage import empty
+
+        self.materialise(snapshot, name, empty(schema), schema)
+        for part in parts:
+            self.con.register("_part", part.select(schema.names).cast(schema))
+            try:
+                self.con.execute(f"INSERT INTO {snapshot.schema}.{name} SELECT * FROM _part")
+            finally:
+                self.con.unregister("_part")
+        return self.rows(snapshot, name)
+
+    def _stream(self, expr: Any, rows: int) -> Any:
+        """Arrow batches of ``expr`` read on a cursor of their own, so the connection
+        is free to write the results while they stream in."""
+        cur = self.con.cursor()
+        cur.execute(f"SET TimeZone = '{self.store.timezone}'")
+        return cur.sql(self.ibis().compile(expr)).to_arrow_reader(rows)
+
+    def map_batches(self, snapshot: Snapshot, name: str, source: Any, fn: Callable[[pa.RecordBatch], pa.Table],
+                    schema: pa.Schema, batch_rows: int = 2000) -> int:
+        return self._write_all(snapshot, name, (fn(b) for b in self._stream(source, batch_rows)), schema)
+
+    def map_groups(self, snapshot: Snapshot, name: str, source: Any, key: str, fn: Callable[[pa.Table], pa.Table],
+                   schema: pa.Schema, within: tuple[str, ...] = ()) -> int:
+        chunks = grouped_chunks(self._stream(source.order_by(key, *within), 20_000), key)
+        return self._write_all(snapshot, name, (fn(t) for t in chunks), schema)
+
+    def drop(self, snapshot: Snapshot, name: str) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {snapshot.schema}.{name}")

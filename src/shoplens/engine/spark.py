@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,35 +28,35 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shoplens.config import Config
-from shoplens.engine.base import Snapshot
+from shoplens.engine.base import Snapshot, grouped_chunks
 from shoplens.engine.duckdb import DuckDBEngine
 from shoplens.errors import require
 from shoplens.store import Store
 
 WAREHOUSE_KEY = "warehouse"  # store_meta: where this store's Spark tables live (erasure reads it)
-_SESSION: Any = None
 
 
 def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> Any:
-    """One Spark session per process (UTC, quiet); a session already running is reused."""
+    """The process's Spark session (UTC, quiet): the running one, or a new one."""
     require("pyspark", "spark")
-    global _SESSION
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    if _SESSION is None:
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        builder = (SparkSession.builder.master(master).appName("shoplens")
-                   .config("spark.sql.session.timeZone", "UTC")
-                   .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-                   .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
-        for key, value in (conf or {}).items():
-            builder = builder.config(key, value)
-        _SESSION = builder.getOrCreate()
-        _SESSION.sparkContext.setLogLevel("ERROR")
-    return _SESSION
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers run this interpreter, which has ShopLens and its models (a cluster
+    # sets spark.pyspark.python to an environment with ShopLens installed)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (SparkSession.builder.master(master).appName("shoplens")
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
 class SparkEngine:
@@ -115,15 +117,59 @@ class SparkEngine:
         else:
             import ibis
 
-            typed = data.select(*schema.names).cast(ibis.Schema.from_pyarrow(schema))
-            self.backend._run_pre_execute_hooks(typed)  # registers in-memory tables the expression uses
-            frame = self.session.sql(self.backend.compile(typed))
-            frame.write.mode("overwrite").parquet(str(folder))
-            if not any(folder.glob("*.parquet")):  # Spark writes no file for an empty result
-                pq.write_table(pa.table({f.name: pa.array([], f.type) for f in schema}, schema=schema),
-                               folder / "part-0.parquet")
+            self._write_frame(folder, self._frame(data.select(*schema.names).cast(ibis.Schema.from_pyarrow(schema))),
+                              schema)
         self._view(snapshot, name, schema)
         return self.rows(snapshot, name)
+
+    def _frame(self, expr: Any) -> Any:
+        """A Spark DataFrame for an Ibis expression."""
+        self.backend._run_pre_execute_hooks(expr)  # registers in-memory tables the expression uses
+        return self.session.sql(self.backend.compile(expr))
+
+    @staticmethod
+    def _write_frame(folder: Path, frame: Any, schema: pa.Schema) -> None:
+        frame.write.mode("overwrite").parquet(str(folder))
+        if not any(folder.glob("*.parquet")):  # Spark writes no file for an empty result
+            pq.write_table(pa.table({f.name: pa.array([], f.type) for f in schema}, schema=schema),
+                           folder / "part-0.parquet")
+
+    def collect(self, expr: Any) -> pa.Table:
+        return self.backend.to_pyarrow(expr)
+
+    def _map(self, snapshot: Snapshot, name: str, frame: Any, run: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]],
+             schema: pa.Schema) -> int:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        folder = self.folder(snapshot, name)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        self._write_frame(folder, frame.mapInArrow(run, from_arrow_schema(schema, prefer_timestamp_ntz=True)), schema)
+        self._view(snapshot, name, schema)
+        return self.rows(snapshot, name)
+
+    def map_batches(self, snapshot: Snapshot, name: str, source: Any, fn: Callable[[pa.RecordBatch], pa.Table],
+                    schema: pa.Schema, batch_rows: int = 2000) -> int:
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:  # in the executors
+            for batch in batches:
+                yield from fn(batch).select(schema.names).cast(schema).to_batches()
+
+        self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+        return self._map(snapshot, name, self._frame(source), run, schema)
+
+    def map_groups(self, snapshot: Snapshot, name: str, source: Any, key: str, fn: Callable[[pa.Table], pa.Table],
+                   schema: pa.Schema, within: tuple[str, ...] = ()) -> int:
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:  # in the executors
+            for chunk in grouped_chunks(batches, key):
+                yield from fn(chunk).select(schema.names).cast(schema).to_batches()
+
+        frame = self._frame(source)
+        frame = frame.repartition(key).sortWithinPartitions(key, *within)  # a group never spans two partitions
+        return self._map(snapshot, name, frame, run, schema)
+
+    def drop(self, snapshot: Snapshot, name: str) -> None:
+        self.con.execute(f"DROP VIEW IF EXISTS {snapshot.schema}.{name}")
+        shutil.rmtree(self.folder(snapshot, name), ignore_errors=True)
 
     def _view(self, snapshot: Snapshot, name: str, schema: pa.Schema) -> None:
         files = f"{self.folder(snapshot, name)}/*.parquet"

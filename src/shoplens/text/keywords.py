@@ -3,7 +3,8 @@
 Methods (``[text] keywords``):
 
 - ``tfidf`` (default): Chinese by jieba's TF-IDF (its bundled IDF table), English by
-  TF-IDF over the batch being analysed (scikit-learn), stop words removed.
+  TF-IDF with a fixed IDF table from the bundled English review corpus, stop words
+  removed; so a text's keywords never depend on the other texts of its batch.
 - ``textrank``: jieba's TextRank for Chinese; English falls back to ``tfidf``.
 - ``keybert``: KeyBERT's idea without its torch dependency: candidate words and
   2-grams are embedded with the text embedder and ranked by cosine similarity to the
@@ -16,6 +17,8 @@ names a category (or is named by one) becomes that category path.
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
@@ -53,23 +56,47 @@ def _zh_tfidf(text: str, k: int, method: str) -> list[str]:
     return [w for w in fn(PLACEHOLDER.sub(" ", text), topK=k * 2) if w not in _ZH_STOP and len(w) > 1][:k]
 
 
-def _en_tfidf(texts: list[str], k: int) -> list[list[str]]:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+_EN_TOKEN = re.compile(r"[a-z][a-z'-]+")
 
-    docs = [" ".join(w for w in tokens(t) if w.isascii()) for t in texts]
-    if not any(docs):
-        return [[] for _ in texts]
+
+@lru_cache(maxsize=1)
+def _en_idf() -> tuple[dict[str, float], float]:
+    """Inverse document frequencies of English words in the bundled real review corpora
+    (Rotten Tomatoes snippets and, when its source package is present, the VADER Amazon
+    product-review sentences), smoothed as scikit-learn does, and their median for
+    words they lack: a fixed table, like jieba's for Chinese, so a text's keywords do
+    not depend on which texts it was analysed with (batches, Spark partitions, the
+    result cache)."""
+    from shoplens.datasets.corpora import amazon_snippets, english_reviews
+    from shoplens.errors import MissingDependencyError
+
+    pos, neg = english_reviews()
     try:
-        vec = TfidfVectorizer(stop_words=list(_en_stop()), token_pattern=r"[a-z][a-z'-]+", sublinear_tf=True)
-        x = vec.fit_transform(docs)
-    except ValueError:  # only stop words
-        return [[] for _ in texts]
-    vocab = np.asarray(vec.get_feature_names_out())
+        products = tuple(t for t, _r, _id in amazon_snippets())
+    except MissingDependencyError:
+        products = ()
+    docs = [set(_en_words(t)) for t in (*pos, *neg, *products)]
+    df = Counter(w for d in docs for w in d)
+    n = len(docs)
+    idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
+    return idf, float(np.median(list(idf.values()))) if idf else 1.0
+
+
+def _en_words(text: str) -> list[str]:
+    stop = _en_stop()
+    return [w for w in _EN_TOKEN.findall(" ".join(w for w in tokens(text) if w.isascii())) if w not in stop]
+
+
+def _en_tfidf(texts: list[str], k: int) -> list[list[str]]:
+    """Top ``k`` words per text by sublinear tf x idf (ties: the earlier word first)."""
+    idf, unknown = _en_idf()
     out = []
-    for i in range(x.shape[0]):
-        row = x.getrow(i)
-        order = np.argsort(-row.data)[:k]
-        out.append(vocab[row.indices[order]].tolist())
+    for text in texts:
+        words = _en_words(text)
+        tf = Counter(words)
+        first = {w: i for i, w in reversed(list(enumerate(words)))}
+        score = {w: (1 + math.log(c)) * idf.get(w, unknown) for w, c in tf.items()}
+        out.append(sorted(score, key=lambda w: (-score[w], first[w]))[:k])
     return out
 
 

@@ -1,6 +1,6 @@
-"""The build's text step: analyse every stored text, then aggregate per customer.
+"""The build's text stage: analyse every stored text, then aggregate per customer.
 
-Writes into the snapshot schema:
+Writes into the snapshot:
 
 - ``text_analysis``: one row per text (language, sentiment, label, keywords, topic);
 - ``text_aspects``: one row per aspect mention with polarity and the evidence span;
@@ -8,31 +8,34 @@ Writes into the snapshot schema:
 - ``customer_text_features``: per customer with at least one text (customers without
   text are absent, so the profile's LEFT JOIN gives explicit NULLs, never zeros).
 
-Texts are read already masked (ingest masks them) and masked again by ``prepare``.
-Per-customer aggregates are SQL over those tables (DuckDB); only the embedding centroid
-and interests are computed in numpy / Python.
+On any engine the same three steps run: per-text analysis (``rows.TextRows``, in
+Spark's executors on the Spark engine), topics fitted on the driver, and per-customer
+aggregation (``rows.customer_text_rows``, per group of a customer's texts). Topics are
+fitted on every live text up to ``TOPIC_COLLECT`` texts (exactly as before); above that
+on a sample of ``TopicModel.max_fit`` texts per language, and every text is assigned
+to its nearest topic in the executors. Texts are read already masked (ingest masks
+them) and masked again by ``prepare``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import ibis
 import numpy as np
 import pyarrow as pa
 
+from shoplens import __version__
 from shoplens.config import Config
 from shoplens.engine.base import Snapshot
-from shoplens.pipeline.stage import BaseStage, BuildContext, StageReport, TableSpec
-from shoplens.store import Store
-from shoplens.text.analysers import Analysers, TextResult, text_tokens
+from shoplens.pipeline.stage import BaseStage, BuildContext, StageReport, TableSpec, settings_hash
 from shoplens.text.aspects import load_aspects
-from shoplens.text.keywords import interests
-from shoplens.text.sentiment import label
-from shoplens.text.topics import Topic, TopicModel
+from shoplens.text.rows import ROWS, SOURCE, TextRows, customer_text_rows
+from shoplens.text.topics import TopicModel
 
-BATCH = 2000
+TOPIC_COLLECT = 50_000  # live texts up to which topics are fitted on all of them, on the driver
 ANALYSIS = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("created_at", pa.timestamp("us")),
                       ("language", pa.string()), ("sentiment", pa.float64()), ("sentiment_label", pa.string()),
                       ("keywords", pa.list_(pa.string())), ("topic_id", pa.int32()), ("truncated", pa.bool_())])
@@ -41,12 +44,7 @@ ASPECTS = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("a
                      ("span_start", pa.int32()), ("span_end", pa.int32()), ("via", pa.string())])
 TOPICS = pa.schema([("topic_id", pa.int32()), ("size", pa.int64()), ("terms", pa.list_(pa.string())),
                     ("label", pa.string())])
-EXTRAS = pa.schema([("customer_id", pa.string()), ("top_keywords", pa.list_(pa.string())),
-                    ("interests", pa.list_(pa.string())), ("embedding_centroid", pa.list_(pa.float32()))])
-
-
-def _arrow(columns: dict[str, list[Any]], spec: pa.Schema) -> pa.Table:
-    return pa.table({f.name: pa.array(columns[f.name], f.type) for f in spec}, schema=spec)
+TOPIC_OF = pa.schema([("text_id", pa.string()), ("topic_id", pa.int32())])  # -1: a live text in no topic
 
 
 def customer_text_schema(cfg: Config) -> pa.Schema:
@@ -69,6 +67,7 @@ class TextStage(BaseStage):
     per-customer text features."""
 
     name = "text"
+    version = 3
     needs = ("texts", "products")
     makes = (TableSpec("text_analysis", ANALYSIS, ("text_id",)), TableSpec("text_aspects", ASPECTS, ("text_id", "aspect")),
              TableSpec("text_topics", TOPICS, ("topic_id",)), TableSpec("customer_text_features", customer_text_schema))
@@ -82,130 +81,73 @@ class TextStage(BaseStage):
             "aspects": Path(file).read_text("utf-8") if file else "default"}
 
     def run(self, ctx: BuildContext) -> StageReport:
-        return StageReport(summary=text_step(ctx, self.makes))
+        cfg, engine, snap = ctx.cfg, ctx.engine, ctx.snapshot
+        analysis, aspects, topics_spec, per_customer = self.makes
+        texts, products = engine.table("texts"), engine.table("products")
+        source = texts.left_join(products.select("product_id", "category"), "product_id").select(*SOURCE.names)
+        n = int(engine.collect(texts.count().name("n").as_table()).column(0)[0].as_py())
+        ctx.on_info(f"text: analysing {n:,} texts")
+        cache = cfg.resolve(cfg.text.cache) if cfg.text.cache else None
+        # the result cache is keyed by the settings and the code that made the results
+        analyse = TextRows(cfg, settings_hash(self.settings(cfg, snap) | {"version": self.version, "shoplens": __version__}),
+                           cache)
+        engine.map_batches(snap, "_text_rows", source, analyse, ROWS)
+        rows = engine.table("_text_rows", snap)
+        model, assigned = _topics(ctx, rows)
+        topic_of = engine.table("_topic_of", snap)
+        joined = rows.left_join(topic_of, "text_id").select(*ROWS.names, "topic_id")
+        ctx.write(analysis, joined.select(*ANALYSIS.names))
+        m = rows.select("text_id", "customer_id", m=rows.aspects.unnest())
+        ctx.write(aspects, m.select("text_id", "customer_id", *(m.m[f] for f in ASPECTS.names[2:])))
+        found = model.topics_ if model is not None else []
+        ctx.write(topics_spec, pa.table({"topic_id": [t.topic_id for t in found], "size": [assigned.get(t.topic_id, 0) for t in found],
+                                         "terms": [t.terms for t in found], "label": [t.label for t in found]}, schema=TOPICS))
+        categories = sorted(str(c) for c in engine.collect(products.select("category").filter(
+            products.category.notnull()).distinct()).column(0).to_pylist())
+        names = [a.name for a in load_aspects(_aspects_file(cfg))]
+        schema = per_customer.schema_for(cfg)
+        engine.map_groups(snap, per_customer.name, joined, "customer_id",
+                          partial(customer_text_rows, aspects=names, categories=categories, schema=schema), schema,
+                          within=("text_id",))
+        reused = int(engine.collect(rows.cached.sum().name("n").as_table()).column(0)[0].as_py() or 0)
+        for scratch in ("_text_rows", "_topic_of"):
+            engine.drop(snap, scratch)
+        in_process = engine.name == "duckdb"  # on Spark the embedders run (and count) in the executors
+        return StageReport(summary={
+            "n_texts": n, "analysed": n - reused, "reused": reused, "topics": len(found),
+            "embedded": analyse.embedded if in_process else None,
+            "cache_hits": analyse.embedding_hits if in_process else None,
+            "outlier_share": round(getattr(model, "outlier_share_", 0.0), 4)})
 
 
-def text_step(ctx: BuildContext, makes: tuple[TableSpec, ...]) -> dict[str, Any]:
-    """Run the text analysers over ``texts`` and write the four tables; returns a summary."""
-    cfg, store = ctx.cfg, ctx.engine.store  # type: ignore[attr-defined]
-    tc = cfg.text
-    on_info = ctx.on_info
-    rows = store.con.sql("SELECT text_id, customer_id, text, created_at FROM texts ORDER BY text_id").to_arrow_table()
-    n = rows.num_rows
-
-    def progress(done: int, total: int, rate: float) -> None:
-        on_info(f"text: embedded {done:,}/{total:,} new texts ({rate:.1f} texts/s)")
-
-    aspect_list = load_aspects(_aspects_file(cfg))
-    results: list[TextResult] = []
-    vectors = np.zeros((n, 1), np.float32)
-    embedded = hits = 0
-    if n:
-        analysers = Analysers.for_shop(cfg, progress)
-        vectors = np.zeros((n, analysers.embedder.dim), np.float32)
-        texts = rows.column("text").to_pylist()
-        for i in range(0, n, BATCH):
-            on_info(f"text: analysing {i:,}/{n:,}")
-            res, vec = analysers.analyse(texts[i : i + BATCH])
-            results.extend(res)
-            assert vec is not None
-            vectors[i : i + len(res)] = vec
-        analysers.embedder.close()
-        embedded, hits = analysers.embedder.misses, analysers.embedder.hits
-    live = np.array([not r.prepared.empty for r in results], bool)
-    topics = np.full(n, -1)
-    model = TopicModel(min_topic_size=tc.min_topic_size)
-    found: list[Topic] = []
-    if tc.topics and live.any():
-        on_info("text: topics")
-        idx = np.where(live)[0]
-        langs = ["en" if results[i].prepared.language == "en" else "zh" for i in idx]
-        topics[idx] = model.fit_predict(vectors[idx], [t for t, ok in zip(text_tokens(results), live, strict=True) if ok], langs)
-        found = model.topics_
-    ids, cids = rows.column("text_id").to_pylist(), rows.column("customer_id").to_pylist()
-    with_topic = tc.topics and n
-    analysis, aspects, topics_spec, per_customer = makes
-    ctx.write(analysis, _arrow({
-        "text_id": ids, "customer_id": cids, "created_at": rows.column("created_at").to_pylist(),
-        "language": [r.prepared.language for r in results],
-        "sentiment": [r.sentiment for r in results],
-        "sentiment_label": [None if r.sentiment is None else label(r.sentiment) for r in results],
-        "keywords": [r.keywords for r in results],
-        "topic_id": [int(t) if with_topic and live[i] else None for i, t in enumerate(topics.tolist())],
-        "truncated": [r.prepared.truncated for r in results],
-    }, ANALYSIS))
-    mentions = [(ids[i], cids[i], h) for i, r in enumerate(results) for h in r.aspects]
-    ctx.write(aspects, _arrow({
-        "text_id": [t for t, _c, _h in mentions], "customer_id": [c for _t, c, _h in mentions],
-        **{k: [getattr(h, a) for _t, _c, h in mentions] for k, a in
-           (("aspect", "aspect"), ("polarity", "polarity"), ("score", "score"), ("evidence", "evidence"),
-            ("span_start", "start"), ("span_end", "end"), ("via", "via"))},
-    }, ASPECTS))
-    ctx.write(topics_spec, _arrow({"topic_id": [t.topic_id for t in found], "size": [t.size for t in found],
-                                   "terms": [t.terms for t in found], "label": [t.label for t in found]}, TOPICS))
-    extras = _arrow(_customer_extras(ids, cids, results, vectors, live, store), EXTRAS)
-    store.con.register("_text_extras", extras)
-    try:
-        ctx.write(per_customer, _features_sql(ctx.snapshot.schema, [a.name for a in aspect_list]))
-    finally:
-        store.con.unregister("_text_extras")
-    return {"n_texts": n, "embedded": embedded, "cache_hits": hits, "topics": len(found),
-            "outlier_share": round(getattr(model, "outlier_share_", 0.0), 4)}
+def _topics(ctx: BuildContext, rows: Any) -> tuple[TopicModel | None, dict[int, int]]:
+    """Fit topics and write ``_topic_of`` (text id -> topic id); returns the model and
+    the number of texts per topic."""
+    cfg, engine, snap = ctx.cfg, ctx.engine, ctx.snapshot
+    live = rows.filter(rows.live).select("text_id", "language", "vector", "tokens")
+    n_live = int(engine.collect(live.count().name("n").as_table()).column(0)[0].as_py())
+    if not cfg.text.topics or not n_live:
+        ctx.write(TableSpec("_topic_of", TOPIC_OF), pa.table({"text_id": [], "topic_id": []}, schema=TOPIC_OF))
+        return None, {}
+    ctx.on_info("text: topics")
+    model = TopicModel(min_topic_size=cfg.text.min_topic_size)
+    sample = live if n_live <= TOPIC_COLLECT else live.order_by(ibis.random()).limit(model.max_fit * 2)
+    got = engine.collect(sample.order_by("text_id"))
+    vectors = np.asarray(got.column("vector").to_pylist(), np.float32)
+    langs = ["en" if lang == "en" else "zh" for lang in got.column("language").to_pylist()]
+    labels = model.fit_predict(vectors, got.column("tokens").to_pylist(), langs)
+    if n_live <= TOPIC_COLLECT:
+        ids = got.column("text_id").to_pylist()
+        ctx.write(TableSpec("_topic_of", TOPIC_OF), pa.table({"text_id": ids, "topic_id": labels.tolist()}, schema=TOPIC_OF))
+    else:  # every text to its nearest topic of its language, in the executors
+        engine.map_batches(snap, "_topic_of", live, partial(_assign, model=model), TOPIC_OF)
+    counts = engine.collect(engine.table("_topic_of", snap).topic_id.value_counts()).to_pydict()
+    return model, {int(t): int(c) for t, c in zip(*counts.values(), strict=True) if t is not None}  # -1: outliers
 
 
-def _customer_extras(ids: list[str], cids: list[str], results: list[TextResult], vectors: np.ndarray,
-                     live: np.ndarray, store: Store) -> dict[str, list[Any]]:
-    """Embedding centroid, top keywords and category interests per customer.
-
-    Interests: category paths the customer's keywords name, then the categories of
-    products the customer wrote about positively (P(positive) >= 0.6), most frequent first.
-    """
-    categories = [r[0] for r in store.con.execute(
-        "SELECT DISTINCT category FROM products WHERE category IS NOT NULL").fetchall()]
-    reviewed = dict(store.con.execute(
-        "SELECT t.text_id, p.category FROM texts t JOIN products p USING (product_id) WHERE p.category IS NOT NULL"
-    ).fetchall())
-    order: dict[str, list[int]] = {}
-    for i, c in enumerate(cids):
-        order.setdefault(c, []).append(i)
-    out_c, cents, kws, ints = [], [], [], []
-    for c, idx in order.items():
-        good = [i for i in idx if live[i]]
-        if good:
-            v = vectors[good].mean(axis=0)
-            v = v / (np.linalg.norm(v) or 1.0)
-            cents.append(v.astype(np.float32).tolist())
-        else:
-            cents.append(None)
-        words, cats = interests([results[i].keywords for i in idx], categories)
-        liked = Counter(reviewed[ids[i]] for i in idx if ids[i] in reviewed and (results[i].sentiment or 0) >= 0.6)
-        out_c.append(c)
-        kws.append(words)
-        ints.append(list(dict.fromkeys(cats + [k for k, _n in liked.most_common()]))[:5])
-    return {"customer_id": out_c, "top_keywords": kws, "interests": ints, "embedding_centroid": cents}
-
-
-def _features_sql(schema: str, aspects: list[str]) -> str:
-    pivots = ", ".join(
-        f"avg(CASE polarity WHEN 'positive' THEN 1.0 WHEN 'negative' THEN -1.0 ELSE 0.0 END) "
-        f"FILTER (WHERE aspect = '{a}') AS aspect_{a}" for a in aspects
-    )
-    return f"""
-WITH base AS (
-    SELECT customer_id, count(*) AS n_texts, avg(sentiment) AS sentiment_mean,
-           -- change in P(positive) per 30 days, from texts over time (NULL with fewer than 2 dates)
-           regr_slope(sentiment, epoch(created_at) / 2592000.0) AS sentiment_trend,
-           avg(CASE WHEN sentiment_label = 'negative' THEN 1.0 WHEN sentiment IS NULL THEN NULL ELSE 0.0 END)
-               AS negative_share,
-           max(created_at) AS last_text_at
-    FROM {schema}.text_analysis GROUP BY customer_id),
-asp AS (SELECT customer_id, {pivots}, count(*) AS n_aspect_mentions FROM {schema}.text_aspects GROUP BY customer_id),
-top AS (
-    SELECT customer_id, map(list(topic_id ORDER BY topic_id), list(share ORDER BY topic_id)) AS topic_shares
-    FROM (SELECT customer_id, topic_id, count(*) / sum(count(*)) OVER (PARTITION BY customer_id) AS share
-          FROM {schema}.text_analysis WHERE topic_id IS NOT NULL GROUP BY customer_id, topic_id)
-    GROUP BY customer_id)
-SELECT b.*, {", ".join(f"asp.aspect_{a}" for a in aspects)}, coalesce(asp.n_aspect_mentions, 0) AS n_aspect_mentions,
-       x.top_keywords, x.interests, top.topic_shares, x.embedding_centroid
-FROM base b LEFT JOIN asp USING (customer_id) LEFT JOIN top USING (customer_id)
-LEFT JOIN _text_extras x USING (customer_id)"""
+def _assign(batch: pa.RecordBatch, model: TopicModel) -> pa.Table:
+    vectors = np.asarray(batch.column("vector").to_pylist(), np.float32)
+    langs = ["en" if lang == "en" else "zh" for lang in batch.column("language").to_pylist()]
+    labels = model.assign(vectors, langs)
+    return pa.table({"text_id": batch.column("text_id"),
+                     "topic_id": pa.array(labels.tolist(), pa.int32())})

@@ -85,16 +85,34 @@ class TopicModel:
         labels = np.full(n, -1)
         cents: list[np.ndarray] = []
         floors: list[float] = []
+        owners: list[str] = []
         for g in dict.fromkeys(keys):
             idx = np.array([i for i, k in enumerate(keys) if k == g])
             lab, c, f = self._fit_group(embeddings[idx])
             labels[idx] = np.where(lab >= 0, lab + len(cents), -1)
             cents.extend(c)
             floors.extend(f)
-        self.centroids_, self.floors_ = np.array(cents), np.array(floors)
+            owners.extend([g] * len(c))
+        self.centroids_, self.floors_, self.groups_ = np.array(cents), np.array(floors), owners
         terms = c_tf_idf(docs_tokens, labels)
         self.topics_ = [Topic(t, int((labels == t).sum()), terms.get(t, [])) for t in range(len(cents))]
         self.outlier_share_ = float((labels == -1).mean()) if n else 0.0
+        return labels
+
+    def assign(self, embeddings: np.ndarray, groups: Sequence[str] | None = None) -> np.ndarray:
+        """Topic per new text: the most similar topic of its group, when the similarity
+        reaches that topic's floor (the least similar member it was fitted with); else -1."""
+        keys = list(groups) if groups is not None else [""] * len(embeddings)
+        labels = np.full(len(embeddings), -1)
+        if not len(embeddings) or not len(self.centroids_):
+            return labels
+        sims = embeddings @ self.centroids_.T
+        owner = np.asarray(self.groups_)
+        for i, g in enumerate(keys):
+            mine = np.where(owner == g)[0]
+            if len(mine):
+                j = mine[np.argmax(sims[i, mine])]
+                labels[i] = j if sims[i, j] >= self.floors_[j] else -1
         return labels
 
     def _fit_group(self, emb: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[float]]:

@@ -1,0 +1,166 @@
+"""The text stage's two Python steps, as functions over Arrow tables, so any engine can
+run them: in-process on DuckDB, or in Spark's executors (``mapInArrow``).
+
+- ``TextRows``: one stored text in, one row out (language, sentiment, keywords, aspect
+  mentions with evidence, the tokens topics are labelled with, the embedding). Results
+  are cached per text (keyed by a hash of the masked text and of the analysis
+  settings) beside the embeddings, so a text is analysed once, whatever build it is in.
+- ``customer_text_rows``: one customer's rows in, one ``customer_text_features`` row
+  out (sentiment mean, trend and negative share, aspect means, topic shares,
+  keywords, interests, embedding centroid).
+
+The analysers are loaded once per process (per Spark worker), not per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shoplens.text.embed import text_key
+from shoplens.text.keywords import interests
+from shoplens.text.sentiment import label
+
+ASPECT = pa.struct([("aspect", pa.string()), ("polarity", pa.string()), ("score", pa.float64()),
+                    ("evidence", pa.string()), ("span_start", pa.int32()), ("span_end", pa.int32()),
+                    ("via", pa.string())])
+SOURCE = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("text", pa.string()),
+                    ("created_at", pa.timestamp("us")), ("category", pa.string())])
+ROWS = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("created_at", pa.timestamp("us")),
+                  ("category", pa.string()), ("language", pa.string()), ("sentiment", pa.float64()),
+                  ("sentiment_label", pa.string()), ("keywords", pa.list_(pa.string())), ("truncated", pa.bool_()),
+                  ("live", pa.bool_()), ("tokens", pa.list_(pa.string())), ("aspects", pa.list_(ASPECT)),
+                  ("vector", pa.list_(pa.float32())), ("cached", pa.bool_())])
+_ANALYSERS: dict[str, Any] = {}  # per process: settings hash -> Analysers
+_RESULT_FIELDS = ("language", "sentiment", "keywords", "truncated", "live", "tokens", "aspects")
+
+
+class TextRows:
+    """``TextRows(cfg)(batch)``: analyse a batch of ``SOURCE`` rows into ``ROWS``.
+    Picklable (it carries the config, not the models), so Spark ships it to workers."""
+
+    def __init__(self, cfg: Any, settings_hash: str, cache: Path | None) -> None:
+        self.cfg, self.settings, self.cache = cfg, settings_hash, cache
+        self.embedded = self.embedding_hits = 0  # counted in this process (on Spark: in each worker)
+
+    def _analysers(self) -> Any:
+        if self.settings not in _ANALYSERS:
+            from shoplens.text.analysers import Analysers
+
+            _ANALYSERS[self.settings] = Analysers.for_shop(self.cfg)
+        return _ANALYSERS[self.settings]
+
+    def _results(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        if self.cache is None or not keys:
+            return {}
+        with sqlite3.connect(self.cache, timeout=60) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS text_results (key TEXT, settings TEXT, result TEXT, "
+                       "PRIMARY KEY (key, settings))")
+            out: dict[str, dict[str, Any]] = {}
+            for i in range(0, len(keys), 900):
+                chunk = keys[i:i + 900]
+                out.update((k, json.loads(r)) for k, r in db.execute(
+                    f"SELECT key, result FROM text_results WHERE settings = ? AND key IN ({','.join('?' * len(chunk))})",
+                    [self.settings, *chunk]))
+        return out
+
+    def _remember(self, found: dict[str, dict[str, Any]]) -> None:
+        if self.cache is None or not found:
+            return
+        with sqlite3.connect(self.cache, timeout=60) as db:
+            db.executemany("INSERT OR REPLACE INTO text_results VALUES (?, ?, ?)",
+                           [(k, self.settings, json.dumps(v, ensure_ascii=False)) for k, v in found.items()])
+
+    def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        from shoplens.text.analysers import text_tokens
+
+        cols = batch.to_pydict()
+        texts = cols["text"]
+        keys = [text_key("results", t) for t in texts]
+        known = self._results(keys)
+        todo = [i for i, k in enumerate(keys) if k not in known]
+        analysers = self._analysers()
+        misses, hits = analysers.embedder.misses, analysers.embedder.hits
+        fresh: dict[str, dict[str, Any]] = {}
+        vectors: list[list[float] | None] = [None] * len(texts)
+        if todo:  # embeddings feed the stacked sentiment head and the aspect detector
+            results, emb = analysers.analyse([texts[i] for i in todo])
+            assert emb is not None
+            for i, r, tokens, v in zip(todo, results, text_tokens(results), emb, strict=True):
+                if not r.prepared.empty:
+                    vectors[i] = v.tolist()
+                fresh[keys[i]] = {
+                    "language": r.prepared.language, "sentiment": r.sentiment, "keywords": r.keywords,
+                    "truncated": r.prepared.truncated, "live": not r.prepared.empty, "tokens": tokens,
+                    "aspects": [{"aspect": h.aspect, "polarity": h.polarity, "score": h.score, "evidence": h.evidence,
+                                 "span_start": h.start, "span_end": h.end, "via": h.via} for h in r.aspects],
+                    "prepared": r.prepared.text}
+            self._remember(fresh)
+        rows = [known.get(k) or fresh[k] for k in keys]
+        again = [i for i, r in enumerate(rows) if r["live"] and vectors[i] is None]
+        if again:  # results from the cache: their embeddings from the embedding cache
+            for i, v in zip(again, analysers.embedder.embed([rows[i]["prepared"] for i in again]), strict=True):
+                vectors[i] = v.tolist()
+        out = {n: cols[n] for n in ("text_id", "customer_id", "created_at", "category")}
+        out |= {f: [r[f] for r in rows] for f in _RESULT_FIELDS}
+        out["sentiment_label"] = [None if r["sentiment"] is None else label(r["sentiment"]) for r in rows]
+        out["vector"] = vectors
+        out["cached"] = [k in known for k in keys]
+        self.embedded += analysers.embedder.misses - misses
+        self.embedding_hits += analysers.embedder.hits - hits
+        return pa.table({f.name: pa.array(out[f.name], f.type) for f in ROWS}, schema=ROWS)
+
+
+def customer_text_rows(rows: pa.Table, aspects: list[str], categories: list[str], schema: pa.Schema) -> pa.Table:
+    """One ``customer_text_features`` row per customer in ``rows`` (text rows with
+    ``topic_id``, every row of a customer present)."""
+    d = rows.to_pydict()
+    by: dict[str, list[int]] = {}
+    for i, c in enumerate(d["customer_id"]):
+        by.setdefault(c, []).append(i)
+    out: dict[str, list[Any]] = {f.name: [] for f in schema}
+    for cid, idx in by.items():
+        s = [(d["sentiment"][i], d["created_at"][i]) for i in idx if d["sentiment"][i] is not None]
+        out["customer_id"].append(cid)
+        out["n_texts"].append(len(idx))
+        out["sentiment_mean"].append(float(np.mean([v for v, _t in s])) if s else None)
+        out["sentiment_trend"].append(_slope([t.timestamp() / 2592000.0 for _v, t in s], [v for v, _t in s]))
+        labels = [d["sentiment_label"][i] for i in idx if d["sentiment"][i] is not None]
+        out["negative_share"].append(sum(lab == "negative" for lab in labels) / len(labels) if labels else None)
+        out["last_text_at"].append(max(d["created_at"][i] for i in idx))
+        mentions = [m for i in idx for m in d["aspects"][i]]
+        for a in aspects:
+            pol = [1.0 if m["polarity"] == "positive" else -1.0 if m["polarity"] == "negative" else 0.0
+                   for m in mentions if m["aspect"] == a]
+            out[f"aspect_{a}"].append(sum(pol) / len(pol) if pol else None)
+        out["n_aspect_mentions"].append(len(mentions))
+        words, cats = interests([d["keywords"][i] for i in idx], categories)
+        liked = Counter(d["category"][i] for i in idx
+                        if d["category"][i] is not None and (d["sentiment"][i] or 0) >= 0.6)
+        out["top_keywords"].append(words)
+        out["interests"].append(list(dict.fromkeys(cats + [k for k, _n in liked.most_common()]))[:5])
+        topics = Counter(d["topic_id"][i] for i in idx if d["topic_id"][i] is not None)
+        total = sum(topics.values())
+        out["topic_shares"].append(sorted((t, n / total) for t, n in topics.items()) if total else None)
+        good = [d["vector"][i] for i in idx if d["live"][i]]
+        if good:
+            v = np.asarray(good, np.float32).mean(axis=0)
+            out["embedding_centroid"].append((v / (np.linalg.norm(v) or 1.0)).astype(np.float32).tolist())
+        else:
+            out["embedding_centroid"].append(None)
+    return pa.table({f.name: pa.array(out[f.name], f.type) for f in schema}, schema=schema)
+
+
+def _slope(x: list[float], y: list[float]) -> float | None:
+    """Least-squares slope of y on x (``regr_slope``): None with fewer than two distinct x."""
+    if len(x) < 2:
+        return None
+    xa, ya = np.asarray(x), np.asarray(y)
+    var = float(((xa - xa.mean()) ** 2).mean())
+    return None if var == 0 else float(((xa - xa.mean()) * (ya - ya.mean())).mean() / var)
