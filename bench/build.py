@@ -58,7 +58,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale_shop import ShopSize, cached  # noqa: E402
+from scale_shop import ShopSize, add_size_args, cached  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache" / "build"
@@ -258,12 +258,7 @@ def growth(runs: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--customers", type=int, default=1_000_000)
-    ap.add_argument("--orders", type=int, default=10_000_000)
-    ap.add_argument("--events", type=int, default=5_000_000)
-    ap.add_argument("--texts", type=int, default=1_000_000)
-    ap.add_argument("--products", type=int, default=2_000)
-    ap.add_argument("--seed", type=int, default=7)
+    add_size_args(ap)
     ap.add_argument("--engines", default="duckdb,spark", help="comma-separated: duckdb, spark")
     ap.add_argument("--text-embedder", choices=("e5", "hash"), default="e5",
                     help="e5 (the product default) embeds ~30 texts/s on 2 cores: 9-18 h per engine at 1M texts; "

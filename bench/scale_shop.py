@@ -399,15 +399,20 @@ def cached(folder: Path, size: ShopSize, via_ingest: bool = False, log: Log = pr
     return generate(folder, size, via_ingest, log)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="folder for the store, config and key (replaced)")
+def add_size_args(ap: argparse.ArgumentParser) -> None:
+    """The shop-size options, shared with bench/build.py (defaults: the issue's 1M shop)."""
     ap.add_argument("--customers", type=int, default=1_000_000)
     ap.add_argument("--orders", type=int, default=10_000_000)
     ap.add_argument("--events", type=int, default=5_000_000)
     ap.add_argument("--texts", type=int, default=1_000_000)
     ap.add_argument("--products", type=int, default=2_000)
     ap.add_argument("--seed", type=int, default=7)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="folder for the store, config and key (replaced)")
+    add_size_args(ap)
     ap.add_argument("--text-form", choices=("unique", "reviews"), default="unique")
     ap.add_argument("--ingest", action="store_true", help="write Parquet files and run the real ingest")
     args = ap.parse_args()

@@ -11,25 +11,19 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from test_segments import STATS  # one persona statistics fixture for both files
 
 from shoplens.config import Config, LLMConfig, load_config
 from shoplens.errors import FilterError
 from shoplens.jobs import Summary
 from shoplens.llm import TemplateWriter, is_template, provider_from_config
 from shoplens.llm.registry import PROVIDERS
-from shoplens.models.personas import SegmentStats, llm_persona, template_persona
+from shoplens.models.personas import llm_persona, template_persona
 from shoplens.serving.access import Access
 
 TYPES = typing.get_args(LLMConfig.model_fields["type"].annotation)
 # today's answer to a plain-language question without an LLM, word for word
 NEEDS_LLM = {"error": "plain-language questions need an LLM ([llm] in shoplens.toml); use 'text' instead", "code": "filter"}
-STATS = SegmentStats(
-    segment_id=1, size=662, share=0.331,
-    means={"churn_risk": 0.89, "recency_days": 327.41, "tenure_days": 518.59},
-    base_means={"churn_risk": 0.62, "recency_days": 169.04, "tenure_days": 381.02},
-    zscores={"churn_risk": 0.95, "recency_days": 0.89, "tenure_days": 0.68},
-    categories=["数码", "运动"], mean_rating=3.9,
-)
 
 
 def test_registry_covers_every_configured_type() -> None:
