@@ -155,7 +155,13 @@ class SparkEngine:
                 yield from fn(batch).select(schema.names).cast(schema).to_batches()
 
         self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
-        return self._map(snapshot, name, self._frame(source), run, schema)
+        frame = self._frame(source)
+        # Python work costs far more than a shuffle: spread it over every core, even when the
+        # source is one Parquet file (one split, one task)
+        cores = self.session.sparkContext.defaultParallelism
+        if frame.rdd.getNumPartitions() < cores:
+            frame = frame.repartition(cores)
+        return self._map(snapshot, name, frame, run, schema)
 
     def map_groups(self, snapshot: Snapshot, name: str, source: Any, key: str, fn: Callable[[pa.Table], pa.Table],
                    schema: pa.Schema, within: tuple[str, ...] = ()) -> int:

@@ -21,7 +21,7 @@ from shoplens.store import segments_dir
 def segment_snapshot(ctx: BuildContext, segments: TableSpec, assignments: TableSpec) -> dict[str, str]:
     """Write both tables (empty when segmentation is not possible); returns
     {"segments": reason} when it had to be skipped, else {}."""
-    cfg, store, schema = ctx.cfg, ctx.engine.store, ctx.snapshot.schema  # type: ignore[attr-defined]
+    cfg, store, schema = ctx.cfg, ctx.engine.store, ctx.snapshot.schema
     frame = store.con.execute(
         f"SELECT f.*, p.churn_risk, p.clv, t.mean_rating, x.sentiment_mean, {ctx.snapshot.as_of.year} - d.birth_year AS age "
         f"FROM {schema}.customer_features f JOIN {schema}.customers d USING (customer_id) "

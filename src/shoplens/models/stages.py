@@ -3,6 +3,8 @@ reasons) and segments with personas."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import ibis
@@ -14,6 +16,7 @@ from shoplens.engine.base import Snapshot
 from shoplens.features.stage import rules_settings
 from shoplens.models.artifacts import ARTIFACTS, artifacts_table, fingerprint
 from shoplens.pipeline.stage import BaseStage, BuildContext, StageReport, TableSpec
+from shoplens.store import segments_dir
 
 _S, _D = pa.string(), pa.float64()
 PREDICTIONS = pa.schema([("customer_id", _S), ("p_alive", _D), ("expected_purchases", _D), ("expected_spend", _D),
@@ -45,7 +48,7 @@ class PredictionsStage(BaseStage):
     def run(self, ctx: BuildContext) -> StageReport:
         from shoplens.models.predict import predict
 
-        store, snap = ctx.engine.store, ctx.snapshot  # type: ignore[attr-defined]
+        store, snap = ctx.engine.store, ctx.snapshot
         result = predict(store, snap.schema, snap.as_of, ctx.cfg.predictions, ctx.rules)
         frame = result.frame.reset_index(names="customer_id")
         frame = frame.astype({c: "float64" for c in PREDICTIONS.names[1:-2]} | {c: "string" for c in PREDICTIONS.names[-2:]})
@@ -78,10 +81,9 @@ class SegmentsStage(BaseStage):
         return StageReport(skipped=segment_snapshot(ctx, *self.makes))
 
     def on_reuse(self, ctx: BuildContext, source: Snapshot) -> None:
-        from pathlib import Path
-
-        from shoplens.pipeline.runner import copy_maps
-
-        copy_maps(Path(ctx.engine.store.path), source, ctx.snapshot)  # type: ignore[attr-defined]
+        """The segment map files go with the reused tables."""
+        folder = segments_dir(Path(ctx.engine.store.path))
+        for path in folder.glob(f"{source.schema}-map.*"):
+            shutil.copyfile(path, folder / path.name.replace(source.schema, ctx.snapshot.schema, 1))
 
 

@@ -26,11 +26,10 @@ import hashlib
 import json
 import os
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -126,7 +125,7 @@ def _previous_records(store: Store) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _why_run(stage: Stage, inputs: dict[str, str], sh: str, last: dict[str, Any] | None) -> str:
+def _why_run(inputs: dict[str, str], sh: str, last: dict[str, Any] | None) -> str:
     if last is None:
         return "no earlier output"
     if last["settings_hash"] != sh:
@@ -168,7 +167,7 @@ def plan(cfg: Config, engine: Engine, store: Store, stages: Sequence[Stage], as_
             step.action, step.source = REUSE, same["snapshot"]
             step.reason = f"unchanged since snapshot {same['snapshot']}"
         else:
-            step.reason = _why_run(stage, inputs, sh, history[0] if history else None)
+            step.reason = _why_run(inputs, sh, history[0] if history else None)
         out.append(step)
     return out
 
@@ -300,12 +299,3 @@ def reconcile_serving(store: Store) -> None:
             switch_current(folder, path.name)
             return
 
-
-def copy_maps(store_path: Path, source: Snapshot, target: Snapshot) -> None:
-    folder = segments_dir(store_path)
-    for path in folder.glob(f"{source.schema}-map.*"):
-        shutil.copyfile(path, folder / path.name.replace(source.schema, target.schema, 1))
-
-
-def summary_of(records: list[StageRecord]) -> dict[str, Any]:
-    return {r.stage: asdict(r) for r in records}

@@ -88,13 +88,15 @@ class TextRows:
         analysers = self._analysers()
         misses, hits = analysers.embedder.misses, analysers.embedder.hits
         fresh: dict[str, dict[str, Any]] = {}
-        vectors: list[list[float] | None] = [None] * len(texts)
+        dim = analysers.embedder.dim
+        vectors = np.zeros((len(texts), dim), np.float32)  # one row per text, kept as numpy (no Python floats)
+        has = np.zeros(len(texts), bool)
         if todo:  # embeddings feed the stacked sentiment head and the aspect detector
             results, emb = analysers.analyse([texts[i] for i in todo])
             assert emb is not None
-            for i, r, tokens, v in zip(todo, results, text_tokens(results), emb, strict=True):
-                if not r.prepared.empty:
-                    vectors[i] = v.tolist()
+            vectors[todo] = emb
+            for i, r, tokens in zip(todo, results, text_tokens(results), strict=True):
+                has[i] = not r.prepared.empty
                 fresh[keys[i]] = {
                     "language": r.prepared.language, "sentiment": r.sentiment, "keywords": r.keywords,
                     "truncated": r.prepared.truncated, "live": not r.prepared.empty, "tokens": tokens,
@@ -103,24 +105,28 @@ class TextRows:
                     "prepared": r.prepared.text}
             self._remember(fresh)
         rows = [known.get(k) or fresh[k] for k in keys]
-        again = [i for i, r in enumerate(rows) if r["live"] and vectors[i] is None]
+        again = [i for i, r in enumerate(rows) if r["live"] and not has[i]]
         if again:  # results from the cache: their embeddings from the embedding cache
-            for i, v in zip(again, analysers.embedder.embed([rows[i]["prepared"] for i in again]), strict=True):
-                vectors[i] = v.tolist()
+            vectors[again] = analysers.embedder.embed([rows[i]["prepared"] for i in again])
+            has[again] = True
         out = {n: cols[n] for n in ("text_id", "customer_id", "created_at", "category")}
         out |= {f: [r[f] for r in rows] for f in _RESULT_FIELDS}
         out["sentiment_label"] = [None if r["sentiment"] is None else label(r["sentiment"]) for r in rows]
-        out["vector"] = vectors
         out["cached"] = [k in known for k in keys]
         self.embedded += analysers.embedder.misses - misses
         self.embedding_hits += analysers.embedder.hits - hits
-        return pa.table({f.name: pa.array(out[f.name], f.type) for f in ROWS}, schema=ROWS)
+        offsets = pa.array(np.arange(0, (len(texts) + 1) * dim, dim, dtype=np.int32))
+        out["vector"] = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()), mask=pa.array(~has))
+        return pa.table({f.name: out[f.name] if f.name == "vector" else pa.array(out[f.name], f.type) for f in ROWS},
+                        schema=ROWS)
 
 
 def customer_text_rows(rows: pa.Table, aspects: list[str], categories: list[str], schema: pa.Schema) -> pa.Table:
     """One ``customer_text_features`` row per customer in ``rows`` (text rows with
     ``topic_id``, every row of a customer present)."""
-    d = rows.to_pydict()
+    d = rows.drop_columns(["vector"]).to_pydict()
+    column = pa.concat_arrays(rows.column("vector").chunks) if rows.num_rows else pa.array([], pa.list_(pa.float32()))
+    offsets, values = column.offsets.to_numpy(), column.values.to_numpy(zero_copy_only=False)
     by: dict[str, list[int]] = {}
     for i, c in enumerate(d["customer_id"]):
         by.setdefault(c, []).append(i)
@@ -148,13 +154,22 @@ def customer_text_rows(rows: pa.Table, aspects: list[str], categories: list[str]
         topics = Counter(d["topic_id"][i] for i in idx if d["topic_id"][i] is not None)
         total = sum(topics.values())
         out["topic_shares"].append(sorted((t, n / total) for t, n in topics.items()) if total else None)
-        good = [d["vector"][i] for i in idx if d["live"][i]]
+        good = [values[offsets[i]:offsets[i + 1]] for i in idx if d["live"][i] and offsets[i + 1] > offsets[i]]
         if good:
-            v = np.asarray(good, np.float32).mean(axis=0)
+            v = np.stack(good).astype(np.float32).mean(axis=0)
             out["embedding_centroid"].append((v / (np.linalg.norm(v) or 1.0)).astype(np.float32).tolist())
         else:
             out["embedding_centroid"].append(None)
     return pa.table({f.name: pa.array(out[f.name], f.type) for f in schema}, schema=schema)
+
+
+def vector_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An (n, dim) float32 matrix from a list column whose rows all hold a vector."""
+    arr = pa.concat_arrays(column.chunks) if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, 0), np.float32)
+    offsets, values = arr.offsets.to_numpy(), arr.values.to_numpy(zero_copy_only=False)
+    return np.stack([values[offsets[i]:offsets[i + 1]] for i in range(len(arr))]).astype(np.float32)
 
 
 def _slope(x: list[float], y: list[float]) -> float | None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import ibis
-import numpy as np
 import pyarrow as pa
 
 from shoplens import __version__
@@ -32,7 +31,7 @@ from shoplens.config import Config
 from shoplens.engine.base import Snapshot
 from shoplens.pipeline.stage import BaseStage, BuildContext, StageReport, TableSpec, settings_hash
 from shoplens.text.aspects import load_aspects
-from shoplens.text.rows import ROWS, SOURCE, TextRows, customer_text_rows
+from shoplens.text.rows import ROWS, SOURCE, TextRows, customer_text_rows, vector_matrix
 from shoplens.text.topics import TopicModel
 
 TOPIC_COLLECT = 50_000  # live texts up to which topics are fitted on all of them, on the driver
@@ -131,9 +130,9 @@ def _topics(ctx: BuildContext, rows: Any) -> tuple[TopicModel | None, dict[int, 
         return None, {}
     ctx.on_info("text: topics")
     model = TopicModel(min_topic_size=cfg.text.min_topic_size)
-    sample = live if n_live <= TOPIC_COLLECT else live.order_by(ibis.random()).limit(model.max_fit * 2)
+    sample = live if n_live <= TOPIC_COLLECT else _every_kth(live, -(-n_live // (model.max_fit * 2)))
     got = engine.collect(sample.order_by("text_id"))
-    vectors = np.asarray(got.column("vector").to_pylist(), np.float32)
+    vectors = vector_matrix(got.column("vector"))
     langs = ["en" if lang == "en" else "zh" for lang in got.column("language").to_pylist()]
     labels = model.fit_predict(vectors, got.column("tokens").to_pylist(), langs)
     if n_live <= TOPIC_COLLECT:
@@ -145,8 +144,16 @@ def _topics(ctx: BuildContext, rows: Any) -> tuple[TopicModel | None, dict[int, 
     return model, {int(t): int(c) for t, c in zip(*counts.values(), strict=True) if t is not None}  # -1: outliers
 
 
+def _every_kth(live: Any, k: int) -> Any:
+    """Every ``k``-th live text in text id order: a sample that is the same on every
+    engine and every run (a random one changed the topics from build to build)."""
+    ids = live.select("text_id")
+    ids = ids.mutate(i=ibis.row_number().over(order_by=ids.text_id)).filter(lambda t: t.i % k == 0)
+    return live.semi_join(ids.select("text_id"), "text_id")
+
+
 def _assign(batch: pa.RecordBatch, model: TopicModel) -> pa.Table:
-    vectors = np.asarray(batch.column("vector").to_pylist(), np.float32)
+    vectors = vector_matrix(batch.column("vector"))
     langs = ["en" if lang == "en" else "zh" for lang in batch.column("language").to_pylist()]
     labels = model.assign(vectors, langs)
     return pa.table({"text_id": batch.column("text_id"),
