@@ -107,6 +107,10 @@ def test_unchanged_rerun_reuses_every_stage_and_a_changed_setting_reruns_only_wh
     _edit(shop, "text", "n_keywords = 4")
     assert _actions(shop) == {"customers": "reused", "features": "reused", "text": "ran",
                               "predictions": "ran", "segments": "ran"}
+    # switching a stage off changes what its readers see: they re-run, never reuse
+    _edit(shop, "text", "enabled = false")
+    assert _actions(shop) == {"customers": "reused", "features": "reused", "text": "skipped",
+                              "predictions": "ran", "segments": "ran"}
 
 
 def test_plan_says_why_each_stage_runs(shop: Path) -> None:

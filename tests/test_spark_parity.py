@@ -189,10 +189,20 @@ def test_erasure_reaches_a_spark_builds_parquet_files(demo_shop: Summary, spark:
     raw, row = _victim(folder)
     needles = _needles(folder, raw, row)
     cid = needles["pseudonym"].decode()
+    # what a build killed and dropped before its clean-up leaves: a folder no view reads
+    built = sorted((folder / "warehouse").glob("snap_*"))[-1]
+    shutil.copytree(built / "customer_features", folder / "warehouse" / "snap_999" / "customer_features")
     assert _parquet_rows_of(folder / "warehouse", cid) > 0
+    times = "SELECT customer_id, first_order_at, last_order_at FROM snap_{}.customer_features WHERE customer_id <> ? ORDER BY 1"
+    with Store.for_config(cfg) as st:
+        snap = st.require_snapshot()
+        before = st.con.execute(times.format(snap), [cid]).fetchall()
     res = CliRunner().invoke(app, ["forget", raw, "-c", str(folder / "shoplens.toml")])
     assert res.exit_code == 0, res.output
+    with Store.for_config(cfg, read_only=True) as st:  # the rewrite changed rows, not values (a non-UTC store)
+        assert st.con.execute(times.format(snap), [cid]).fetchall() == before
     assert _search(folder, needles) == []  # no literal byte anywhere in the shop folder
     assert _parquet_rows_of(folder / "warehouse", cid) == 0  # nor inside compressed Parquet pages
+    assert not (folder / "warehouse" / "snap_999").exists()
     with Store.for_config(cfg) as st:  # the next Spark build still works (canonical exports written again)
         assert build(cfg, st).n_customers == demo_shop.build.n_customers - 1

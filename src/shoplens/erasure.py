@@ -184,10 +184,14 @@ def _snapshot_tables(store: Store, kind: str) -> list[tuple[str, str]]:
 def _erase_warehouse(store: Store, report: ErasureReport, cid: str) -> None:
     """A Spark build's snapshot tables are Parquet files under the warehouse: rewrite
     each without the customer (repeatable), and drop the canonical exports."""
-    from shoplens.engine.spark import drop_canonical_exports, erase_rows
+    from shoplens.engine.spark import drop_canonical_exports, drop_orphan_folders, erase_rows
 
+    # erasure holds the store's write lock, so no build is running: a snapshot still
+    # 'building' is a dead build's; drop it (and below, its files) rather than search it
+    store.drop_incomplete_snapshots()
     for schema, table in _snapshot_tables(store, "VIEW"):
         report.add(f"snapshots.{table}", erase_rows(store, schema, table, "customer_id IS DISTINCT FROM ?", [cid]))
+    report.rewritten += [f"warehouse/{name} (removed)" for name in drop_orphan_folders(store)]
     if drop_canonical_exports(store):
         report.rewritten.append("warehouse/canonical")
 
@@ -221,9 +225,9 @@ def _erase_quotes(store: Store, texts: list[str], report: ErasureReport) -> None
             if n:
                 values = [json.dumps(kept[0], ensure_ascii=False), json.dumps(kept[1], ensure_ascii=False), sid]
                 if is_parquet_view(store, schema, "segments"):  # a Spark build's table: rewrite its file
-                    rewrite(store, schema, "segments", f"SELECT * REPLACE (CASE WHEN segment_id = $3 THEN $1 ELSE praise "
-                            f"END AS praise, CASE WHEN segment_id = $3 THEN $2 ELSE complaints END AS complaints) "
-                            f"FROM {schema}.segments", values)
+                    rewrite(store, schema, "segments", "SELECT * REPLACE (CASE WHEN segment_id = $3 THEN $1 ELSE praise "
+                            "END AS praise, CASE WHEN segment_id = $3 THEN $2 ELSE complaints END AS complaints) "
+                            "FROM read_parquet({files})", values)
                 else:
                     con.execute(f"UPDATE {schema}.segments SET praise = ?, complaints = ? WHERE segment_id = ?", values)
                 report.add("segment quotes", n)

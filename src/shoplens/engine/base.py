@@ -38,6 +38,9 @@ class Engine(Protocol):
 
     name: str
     store: Any  # the DuckDB store: canonical tables, snapshot list, the catalog of snapshot tables
+    # whether the Python work runs on this machine: only then may it write the shop's caches
+    # (erasure scrubs the files on this machine; an executor's own disk it cannot reach)
+    local_workers: bool
 
     def ibis(self) -> Any:
         """An Ibis backend whose tables are the canonical tables."""

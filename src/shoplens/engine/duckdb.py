@@ -14,6 +14,7 @@ from shoplens.store import Store
 
 class DuckDBEngine:
     name = "duckdb"
+    local_workers = True
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -18,6 +18,7 @@ views turn such columns back into the naive UTC times the rest of ShopLens uses
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -30,7 +31,8 @@ import pyarrow.parquet as pq
 from shoplens.config import Config
 from shoplens.engine.base import Snapshot, grouped_chunks
 from shoplens.engine.duckdb import DuckDBEngine
-from shoplens.errors import require
+from shoplens.errors import ConfigError, require
+from shoplens.ingest.validate import lit  # paths inside SQL are quoted literals
 from shoplens.store import Store
 
 WAREHOUSE_KEY = "warehouse"  # store_meta: where this store's Spark tables live (erasure reads it)
@@ -43,6 +45,7 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
 
     active = SparkSession.getActiveSession()
     if active is not None:
+        active.conf.set("spark.sql.session.timeZone", "UTC")  # the views assume UTC, whoever made the session
         return active
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python workers run this interpreter, which has ShopLens and its models (a cluster
@@ -66,11 +69,28 @@ class SparkEngine:
         import ibis
 
         self.store = store
+        self.local_workers = cfg.engine.master.startswith("local")
         self.warehouse = cfg.resolve(cfg.engine.warehouse)
         self.session = session or spark_session(cfg.engine.master, cfg.engine.conf)
         self.backend = ibis.pyspark.connect(self.session)
         self.catalog = DuckDBEngine(store)
-        store.con.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WAREHOUSE_KEY, str(self.warehouse)])
+        self._claim_warehouse(cfg)
+
+    def _claim_warehouse(self, cfg: Config) -> None:
+        """One warehouse per store, one store per warehouse: erasure must find every
+        file of this store's Spark snapshots, and another store must never prune them."""
+        known = warehouse_of(self.store)
+        if known is not None and known != self.warehouse and self.store.live_snapshots() and any(
+                known.glob("snap_*")):
+            raise ConfigError(f"[engine] warehouse: this store's Spark snapshots are in {known.name}/; "
+                              "keep that warehouse (or build once with [engine] type = \"duckdb\" first)")
+        marker = self.warehouse / ".shoplens-store"
+        owner = str(Path(self.store.path).resolve())
+        self.warehouse.mkdir(parents=True, exist_ok=True)
+        if marker.exists() and marker.read_text("utf-8").strip() != owner:
+            raise ConfigError("[engine] warehouse: the folder belongs to another ShopLens store; give each store its own")
+        marker.write_text(owner + "\n", "utf-8")
+        self.store.con.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WAREHOUSE_KEY, str(self.warehouse)])
 
     @property
     def con(self) -> Any:
@@ -91,7 +111,7 @@ class SparkEngine:
             for old in folder.glob("*.parquet"):
                 old.unlink()
             tmp = path.with_suffix(".tmp")
-            self.con.execute(f"COPY (SELECT * EXCLUDE (_ingest_id, _line, _row_hash) FROM {name}) TO '{tmp}' (FORMAT parquet)")
+            self.con.execute(f"COPY (SELECT * EXCLUDE (_ingest_id, _line, _row_hash) FROM {name}) TO {lit(str(tmp))} (FORMAT parquet)")
             tmp.rename(path)
         return path
 
@@ -113,7 +133,7 @@ class SparkEngine:
             pq.write_table(data.select(schema.names).cast(schema), folder / "part-0.parquet")
         elif isinstance(data, str):
             cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in self.catalog._duck_types(schema))
-            self.con.execute(f"COPY (SELECT {cols} FROM ({data})) TO '{folder / 'part-0.parquet'}' (FORMAT parquet)")
+            self.con.execute(f"COPY (SELECT {cols} FROM ({data})) TO {lit(str(folder / 'part-0.parquet'))} (FORMAT parquet)")
         else:
             import ibis
 
@@ -179,14 +199,14 @@ class SparkEngine:
 
     def _view(self, snapshot: Snapshot, name: str, schema: pa.Schema) -> None:
         files = f"{self.folder(snapshot, name)}/*.parquet"
-        found = dict(self.con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{files}'))")
+        found = dict(self.con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({lit(files)}))")
                      .fetchall())
         cols = []
         for c, t in self.catalog._duck_types(schema):
             expr = f"timezone('UTC', \"{c}\")" if found.get(c) == "TIMESTAMP WITH TIME ZONE" else f'"{c}"'
             cols.append(f'CAST({expr} AS {t}) AS "{c}"')
         self.con.execute(f"CREATE OR REPLACE VIEW {snapshot.schema}.{name} AS SELECT {', '.join(cols)} "
-                         f"FROM read_parquet('{files}')")
+                         f"FROM read_parquet({lit(files)})")
 
     def schema_of(self, snapshot: Snapshot, name: str) -> pa.Schema:
         return self.catalog.schema_of(snapshot, name)
@@ -206,7 +226,8 @@ class SparkEngine:
     def prune(self, live: set[int]) -> None:
         """Delete the Parquet folders of snapshots no longer kept (pruned or failed)."""
         for path in self.warehouse.glob("snap_*"):
-            if path.is_dir() and int(path.name.removeprefix("snap_")) not in live:
+            m = re.fullmatch(r"snap_(\d+)", path.name)
+            if path.is_dir() and m and int(m.group(1)) not in live:
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -221,27 +242,61 @@ def is_parquet_view(store: Store, schema: str, table: str) -> bool:
                              [schema, table]))
 
 
+def _finish_swap(folder: Path) -> None:
+    """Complete a rewrite a kill interrupted: the new file, written beside the folder,
+    replaces every old file (repeatable)."""
+    new = folder.with_name(folder.name + ".rewrite.parquet")
+    if new.exists():
+        for old in folder.glob("*.parquet"):
+            old.unlink()
+        shutil.rmtree(folder / "_temporary", ignore_errors=True)
+        new.rename(folder / "part-0.parquet")
+
+
 def rewrite(store: Store, schema: str, table: str, sql: str, params: list[Any] | None = None) -> None:
     """Replace a Parquet-backed snapshot table's files with the result of ``sql`` (which
-    may read the table itself): written beside, then the old files deleted, so no byte
-    of a removed row stays in the warehouse."""
+    may read the table's files, ``{files}``): written beside, then swapped in, so no
+    byte of a removed row stays in the warehouse and a kill at any point is finished by
+    the next call."""
     warehouse = warehouse_of(store)
     if warehouse is None:
         return
     folder = warehouse / schema / table
-    tmp = folder.with_name(table + ".rewrite.parquet")
-    store.con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)", params or [])
-    for old in folder.glob("*.parquet"):
-        old.unlink()
-    tmp.rename(folder / "part-0.parquet")
+    _finish_swap(folder)
+    tmp = folder.with_name(table + ".rewrite.parquet.tmp")
+    store.con.execute(f"COPY ({sql.format(files=lit(str(folder / '*.parquet')))}) TO {lit(str(tmp))} (FORMAT parquet)",
+                      params or [])
+    tmp.rename(folder.with_name(table + ".rewrite.parquet"))
+    _finish_swap(folder)
 
 
 def erase_rows(store: Store, schema: str, table: str, keep: str, params: list[Any]) -> int:
     """Keep only the rows of a Parquet-backed table where ``keep`` holds; returns how
-    many were removed."""
+    many were removed. Reads the files themselves (their own column types), not the
+    view, so a rewrite changes nothing but the rows."""
+    warehouse = warehouse_of(store)
+    if warehouse is None:
+        return 0
+    _finish_swap(warehouse / schema / table)
     before = int(store.scalar(f"SELECT count(*) FROM {schema}.{table}"))
-    rewrite(store, schema, table, f"SELECT * FROM {schema}.{table} WHERE {keep}", params)
+    rewrite(store, schema, table, f"SELECT * FROM read_parquet({{files}}) WHERE {keep}", params)
     return before - int(store.scalar(f"SELECT count(*) FROM {schema}.{table}"))
+
+
+def drop_orphan_folders(store: Store) -> list[str]:
+    """Delete warehouse folders of snapshots the store no longer has (a build killed and
+    dropped before its own clean-up ran): nothing reads them, and they may hold rows of
+    a customer being erased. Returns the folder names removed."""
+    warehouse = warehouse_of(store)
+    if warehouse is None or not warehouse.exists():
+        return []
+    schemas = {r[0] for r in store.con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
+    removed = []
+    for path in warehouse.glob("snap_*"):
+        if path.is_dir() and path.name not in schemas:
+            shutil.rmtree(path)
+            removed.append(path.name)
+    return removed
 
 
 def drop_canonical_exports(store: Store) -> bool:

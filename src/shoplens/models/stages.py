@@ -35,7 +35,7 @@ class PredictionsStage(BaseStage):
     is skipped with its reason (NULLs, never a failed build)."""
 
     name = "predictions"
-    needs = ("customer_features", "text_analysis", *_CANONICAL)  # customers: the snapshot's dimension
+    needs = ("customer_features", "text_analysis", "texts", *_CANONICAL)  # backtests count reviews and ratings
     makes = (TableSpec("customer_predictions", PREDICTIONS), TableSpec("model_artifacts", ARTIFACTS, ("name",)))
 
     def skip_reason(self, cfg: Config) -> str | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -113,6 +114,8 @@ def _peak_rss_mb() -> float:
 
 def _previous_records(store: Store) -> dict[str, list[dict[str, Any]]]:
     """Records of complete, unpruned snapshots per stage, newest first."""
+    if not store.scalar("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = 'build_stages'"):
+        return {}  # a store from before build records, opened read-only (build --plan)
     rows = store.con.execute(
         "SELECT b.stage, b.snapshot_id, b.fingerprint, b.settings_hash, b.inputs, b.summary, b.skipped "
         "FROM build_stages b JOIN snapshots s USING (snapshot_id) "
@@ -152,15 +155,17 @@ def plan(cfg: Config, engine: Engine, store: Store, stages: Sequence[Stage], as_
                     canonical[n] = engine.fingerprint(n)
                 inputs[n] = canonical[n]
         sh = settings_hash({"version": stage.version, "shoplens": __version__, "settings": stage.settings(cfg, snapshot)})
-        fp = hashlib.sha256(json.dumps([stage.name, sh, inputs], sort_keys=True).encode()).hexdigest()[:16]
+        skip = stage.skip_reason(cfg)
+        # a skipped stage's (empty) output differs from its output when it runs: what reads it must re-run
+        fp = hashlib.sha256(json.dumps([stage.name, sh, inputs, skip], sort_keys=True).encode()).hexdigest()[:16]
         for t in stage.makes:
             produced[t.name] = fp
         names = tuple(t.name for t in stage.makes)
         step = Planned(stage.name, RUN, "", fp, stage.needs, names, sh, inputs)
         history = previous.get(stage.name, [])
         same = next((r for r in history if r["fingerprint"] == fp), None)
-        if reason := stage.skip_reason(cfg):
-            step.action, step.reason = SKIP, reason
+        if skip:
+            step.action, step.reason = SKIP, skip
         elif force:
             step.reason = "--force"
         elif same is not None and all(engine.exists(Snapshot(same["snapshot"], as_of), t) for t in names):
@@ -277,7 +282,8 @@ def publish_snapshot(cfg: Config, engine: Engine, snap: int, n: int) -> None:
     engine.prune(live)
     prune_serving(profiles_dir(Path(store.path)), live)
     for path in segments_dir(Path(store.path)).glob("snap_*-map.*"):
-        if int(path.name.split("-")[0].removeprefix("snap_")) not in live:  # pruned, or of a killed build
+        m = re.match(r"snap_(\d+)-map\.", path.name)
+        if m and int(m.group(1)) not in live:  # pruned, or of a killed build
             path.unlink(missing_ok=True)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ ROWS = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("crea
                   ("sentiment_label", pa.string()), ("keywords", pa.list_(pa.string())), ("truncated", pa.bool_()),
                   ("live", pa.bool_()), ("tokens", pa.list_(pa.string())), ("aspects", pa.list_(ASPECT)),
                   ("vector", pa.list_(pa.float32())), ("cached", pa.bool_())])
+_EPOCH = datetime(1970, 1, 1)  # stored times are naive UTC: never read them in the machine's zone
 _ANALYSERS: dict[str, Any] = {}  # per process: settings hash -> Analysers
 _RESULT_FIELDS = ("language", "sentiment", "keywords", "truncated", "live", "tokens", "aspects")
 
@@ -136,7 +138,7 @@ def customer_text_rows(rows: pa.Table, aspects: list[str], categories: list[str]
         out["customer_id"].append(cid)
         out["n_texts"].append(len(idx))
         out["sentiment_mean"].append(float(np.mean([v for v, _t in s])) if s else None)
-        out["sentiment_trend"].append(_slope([t.timestamp() / 2592000.0 for _v, t in s], [v for v, _t in s]))
+        out["sentiment_trend"].append(_slope([(t - _EPOCH).total_seconds() / 2592000.0 for _v, t in s], [v for v, _t in s]))
         labels = [d["sentiment_label"][i] for i in idx if d["sentiment"][i] is not None]
         out["negative_share"].append(sum(lab == "negative" for lab in labels) / len(labels) if labels else None)
         out["last_text_at"].append(max(d["created_at"][i] for i in idx))

@@ -86,6 +86,8 @@ class TextStage(BaseStage):
         source = texts.left_join(products.select("product_id", "category"), "product_id").select(*SOURCE.names)
         n = int(engine.collect(texts.count().name("n").as_table()).column(0)[0].as_py())
         ctx.on_info(f"text: analysing {n:,} texts")
+        if not engine.local_workers:  # executors on other machines: no cache erasure could reach
+            cfg = cfg.model_copy(update={"text": cfg.text.model_copy(update={"cache": None})})
         cache = cfg.resolve(cfg.text.cache) if cfg.text.cache else None
         # the result cache is keyed by the settings and the code that made the results
         analyse = TextRows(cfg, settings_hash(self.settings(cfg, snap) | {"version": self.version, "shoplens": __version__}),
