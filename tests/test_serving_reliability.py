@@ -120,6 +120,19 @@ def test_damaged_serving_file_is_refused_and_an_older_one_served(shop: Path, dam
         assert proc.poll() is None
 
 
+def test_a_damaged_current_file_never_falls_back_to_a_newer_one(shop: Path) -> None:
+    from shoplens.serving.reader import ProfileReader
+
+    store_path = load_config(shop / "shoplens.toml").store_path
+    serving = profiles_dir(store_path)
+    name = str(current_name(serving))
+    _twin(serving, name, "snap_0.sqlite")  # an older complete snapshot
+    _twin(serving, name, "snap_999.sqlite")  # what a build killed after writing its file leaves
+    with open(serving / name, "r+b") as fh:
+        fh.write(b"\0" * 100)
+    assert ProfileReader(store_path)._choose().path.name == "snap_0.sqlite"
+
+
 def test_nothing_servable_is_a_503_and_health_says_so(shop: Path) -> None:
     serving = profiles_dir(load_config(shop / "shoplens.toml").store_path)
     name = str(current_name(serving))

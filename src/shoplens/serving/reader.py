@@ -134,8 +134,11 @@ class ProfileReader:
         problem = self._check(wanted)
         if problem is None:
             return _Choice(wanted, _signature(wanted), name)
-        for _snap, path in serving_files(self.folder):
-            if path != wanted and self._check(path) is None:
+        m = _SNAP_NAME.match(name)
+        newest = int(m.group(1)) if m else None
+        for snap, path in serving_files(self.folder):
+            # never a newer file: one the current points past is a build that did not complete
+            if path != wanted and (newest is None or snap <= newest) and self._check(path) is None:
                 return _Choice(path, _signature(path), name, f"{name}: {problem}")
         raise IntegrityError(f"the current serving file failed its integrity check ({problem}) and no older "
                              "one passes: run 'shoplens build' to publish a new one")
