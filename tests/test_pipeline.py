@@ -154,6 +154,10 @@ def test_a_kill_while_publishing_leaves_store_and_serving_agreeing(shop: Path, m
         assert now == before and current_name(folder) == served
     else:  # the store switched, CURRENT not yet: the previous snapshot is still complete and served
         assert now == before + 1 and current_name(folder) == served
+        from shoplens.cli.tools import _reconcile
+
+        _reconcile(cfg)  # what `shoplens serve` does first: serve what the store calls current
+        assert current_name(folder) == f"snap_{now}.sqlite"
     monkeypatch.undo()
     with Store.for_config(cfg) as st:
         result = build(cfg, st)

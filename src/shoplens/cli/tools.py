@@ -225,8 +225,26 @@ def serve(
 
     from shoplens.serving.api import create_app
 
-    uvicorn.run(create_app(_load(config)), host=host, port=port, log_level="info", access_log=False,
+    cfg = _load(config)
+    _reconcile(cfg)
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info", access_log=False,
                 log_config=_serve_log_config())
+
+
+def _reconcile(cfg: Any) -> None:
+    """A build killed after its snapshot completed but before ``CURRENT`` switched:
+    serve what the store calls current (the build would do the same on its next run)."""
+    from shoplens.errors import StoreError
+    from shoplens.pipeline.runner import reconcile_serving
+    from shoplens.store import Store
+
+    if not cfg.store_path.exists():
+        return
+    try:
+        with Store.open(cfg.store_path, read_only=True, timezone=cfg.defaults.timezone) as store:
+            reconcile_serving(store)
+    except StoreError:  # a build holds the store: it switches CURRENT itself when it completes
+        return
 
 
 def _serve_log_config() -> dict[str, Any]:
