@@ -38,7 +38,7 @@ class DuckDBEngine:
         n, total = self.store.one(f"SELECT count(*), sum(hash(t)) FROM {name} t") or (0, 0)
         return f"{n}:{total or 0}"
 
-    def _duck_types(self, schema: pa.Schema) -> list[tuple[str, str]]:
+    def duck_types(self, schema: pa.Schema) -> list[tuple[str, str]]:
         """DuckDB's own name for each Arrow type (asked of DuckDB, not mapped by hand)."""
         self.con.register("_shape", pa.table({f.name: pa.array([], f.type) for f in schema}, schema=schema))
         try:
@@ -50,7 +50,7 @@ class DuckDBEngine:
         """``data``: an Ibis expression, an Arrow table or DuckDB SQL text. Columns are
         selected and cast to ``schema`` in the same statement (no second copy)."""
         target = f"{snapshot.schema}.{name}"
-        cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in self._duck_types(schema))
+        cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in self.duck_types(schema))
         if isinstance(data, pa.Table):
             self.con.register("_data", data)
             try:

@@ -132,7 +132,7 @@ class SparkEngine:
         if isinstance(data, pa.Table):
             pq.write_table(data.select(schema.names).cast(schema), folder / "part-0.parquet")
         elif isinstance(data, str):
-            cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in self.catalog._duck_types(schema))
+            cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in self.catalog.duck_types(schema))
             self.con.execute(f"COPY (SELECT {cols} FROM ({data})) TO {lit(str(folder / 'part-0.parquet'))} (FORMAT parquet)")
         else:
             import ibis
@@ -202,7 +202,7 @@ class SparkEngine:
         found = dict(self.con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({lit(files)}))")
                      .fetchall())
         cols = []
-        for c, t in self.catalog._duck_types(schema):
+        for c, t in self.catalog.duck_types(schema):
             expr = f"timezone('UTC', \"{c}\")" if found.get(c) == "TIMESTAMP WITH TIME ZONE" else f'"{c}"'
             cols.append(f'CAST({expr} AS {t}) AS "{c}"')
         self.con.execute(f"CREATE OR REPLACE VIEW {snapshot.schema}.{name} AS SELECT {', '.join(cols)} "

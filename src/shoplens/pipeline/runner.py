@@ -57,6 +57,7 @@ class Planned:
     settings_hash: str
     inputs: dict[str, str]
     source: int | None = None  # the snapshot whose output is reused
+    prior: dict[str, Any] = field(default_factory=dict)  # that snapshot's record (summary, skipped)
 
 
 @dataclass
@@ -169,7 +170,7 @@ def plan(cfg: Config, engine: Engine, store: Store, stages: Sequence[Stage], as_
         elif force:
             step.reason = "--force"
         elif same is not None and all(engine.exists(Snapshot(same["snapshot"], as_of), t) for t in names):
-            step.action, step.source = REUSE, same["snapshot"]
+            step.action, step.source, step.prior = REUSE, same["snapshot"], same
             step.reason = f"unchanged since snapshot {same['snapshot']}"
         else:
             step.reason = _why_run(inputs, sh, history[0] if history else None)
@@ -230,8 +231,7 @@ def run_stages(ctx: BuildContext, stages: Sequence[Stage], steps: list[Planned],
             for spec in stage.makes:
                 ctx.engine.copy(source, ctx.snapshot, spec.name)
             stage.on_reuse(ctx, source)
-            prior = next(r for r in _previous_records(store)[stage.name] if r["snapshot"] == step.source)
-            report = StageReport(prior["summary"], prior["skipped"])
+            report = StageReport(step.prior["summary"], step.prior["skipped"])
             action = "reused"
         else:
             report = stage.run(ctx)
