@@ -122,9 +122,9 @@ def test_backtest_features_use_the_configured_rules_and_time_unit(demo_shop, mon
     seen: list[float] = []
 
     class Recording(propensity.BGNBD):  # type: ignore[misc, name-defined]
-        def fit(self, x, t_x, T):  # type: ignore[no-untyped-def]
+        def fit(self, x, t_x, T, weights=None):  # type: ignore[no-untyped-def]
             seen.append(float(np.max(T)))
-            return super().fit(x, t_x, T)
+            return super().fit(x, t_x, T, weights=weights)
 
     monkeypatch.setattr(propensity, "load_rules", default_rules_used)
     monkeypatch.setattr(propensity, "BGNBD", Recording)

@@ -63,10 +63,12 @@ def test_features_on_spark_equal_duckdb(demo_shop: Summary, spark: object, tmp_p
 
 # ---- the whole build on the Spark engine ------------------------------------------------
 
-def _spark_shop(demo_shop: Summary, folder: Path) -> Path:
+def _spark_shop(demo_shop: Summary, folder: Path, sample: bool = False) -> Path:
     shutil.copytree(demo_shop.folder, folder)
     with open(folder / "shoplens.toml", "a", encoding="utf-8") as fh:
         fh.write('\n[engine]\ntype = "spark"\nmaster = "local[2]"\n')
+        if sample:  # fit on samples, score and assign every customer in the executors, as a big shop does
+            fh.write("[predictions]\nfit_sample = 150\n[segments]\nfit_sample = 150\n")
     return folder
 
 
@@ -78,7 +80,9 @@ def _frame(st: Store, snap: int, table: str, key: list[str]) -> pd.DataFrame:
 def test_whole_build_on_spark_equals_duckdb(demo_shop: Summary, spark: object, tmp_path: Path) -> None:
     """The same shop built on DuckDB and on Spark: the same customers, features, text
     results, predictions (1e-6 relative), segments (same count, ARI >= 0.95), and served
-    profile documents equal apart from provenance."""
+    profile documents equal apart from provenance. The models are fitted on samples of
+    150 (the test shop has 300 customers), so the path a big shop takes runs: both
+    engines draw the same sample (the first by pseudonym), so the results still agree."""
     import json
     import sqlite3
 
@@ -88,7 +92,7 @@ def test_whole_build_on_spark_equals_duckdb(demo_shop: Summary, spark: object, t
     from shoplens.config import load_config
     from shoplens.serving.reader import ProfileReader, profiles_dir
 
-    folder = _spark_shop(demo_shop, tmp_path / "shop")
+    folder = _spark_shop(demo_shop, tmp_path / "shop", sample=True)
     spark_cfg = load_config(folder / "shoplens.toml")
     duck_cfg = spark_cfg.model_copy(update={"engine": spark_cfg.engine.model_copy(update={"type": "duckdb"})})
     with Store.for_config(duck_cfg) as st:
@@ -124,6 +128,12 @@ def test_whole_build_on_spark_equals_duckdb(demo_shop: Summary, spark: object, t
         assert s.segment_id.nunique() == t.segment_id.nunique()
         assert adjusted_rand_score(s.segment_id, t.segment_id) >= 0.95
         cids = s.customer_id.tolist()
+        for snap in (a, b):  # the samples are recorded, and every customer was assigned and counted
+            metrics = json.loads(st.scalar(f"SELECT any_value(metrics) FROM snap_{snap}.segments"))
+            assert metrics["fitted_on"] == 150 < metrics["customers"] == len(cids)
+            assert st.scalar(f"SELECT sum(size) FROM snap_{snap}.segments") == len(cids)
+            fit = json.loads(st.scalar(f"SELECT payload FROM snap_{snap}.model_artifacts WHERE name = 'propensity'"))
+            assert fit["reference_rows"] == 150 < fit["buyers"]
     reader = ProfileReader(spark_cfg.store_path)  # serves the Spark build, the current one
     served = {c: reader.get(c) for c in cids[:50]}
     with sqlite3.connect(profiles_dir(spark_cfg.store_path) / f"snap_{a}.sqlite") as db:  # the DuckDB build's

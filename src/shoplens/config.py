@@ -140,6 +140,9 @@ class PredictionsConfig(_Strict):
     annual_discount: float = Field(default=0.10, ge=0, lt=1)
     time_unit_days: float = Field(default=7.0, gt=0)  # BG/NBD time unit (weeks, as in the literature)
     backtests: int = Field(default=4, ge=1, le=24)  # earlier cut-offs the propensity model trains on
+    # buyers per cut-off the propensity model trains on (the first by pseudonym: a uniform
+    # sample); more buyers than this only on a big shop
+    fit_sample: int = Field(default=250_000, ge=100)
 
 
 class SegmentsConfig(_Strict):
@@ -151,6 +154,9 @@ class SegmentsConfig(_Strict):
     k_max: int = Field(default=8, ge=2, le=30)
     language: Literal["zh", "en"] = "zh"  # language of segment names and personas
     bootstrap: int = Field(default=5, ge=0, le=50)  # refits for the stability (ARI) estimate
+    # customers the segmenter is fitted on (the first by pseudonym: a uniform sample);
+    # every customer is then assigned to the nearest segment
+    fit_sample: int = Field(default=200_000, ge=100)
 
 
 class TextConfig(_Strict):

@@ -143,7 +143,7 @@ def _score_texts(store: Store) -> str:
     texts["sentiment"] = load_sentiment().predict_proba(texts["text"].tolist())
     texts["sentiment_label"] = [label(p) for p in texts["sentiment"]]
     store.con.register("_text_scores_df", texts.drop(columns="text"))
-    store.con.execute("CREATE TEMP TABLE _text_scores AS SELECT * FROM _text_scores_df")
+    store.con.execute("CREATE OR REPLACE TABLE _text_scores AS SELECT * FROM _text_scores_df")  # Ibis reads it
     store.con.unregister("_text_scores_df")
     return "_text_scores"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import ibis
 import numpy as np
 import pandas as pd
 
@@ -43,67 +44,154 @@ def _dt(d: date) -> datetime:
     return datetime(d.year, d.month, d.day)
 
 
-def features_at(store: Store, cutoff: date, horizon_days: int, computed: str | None = None,
-                scored: str | None = None, rules: Any = None, unit_days: float = 7.0) -> pd.DataFrame:
-    """Behavioural features of buyers as of ``cutoff`` plus BG/NBD outputs for the horizon.
+def as_engine(source: Any) -> Any:
+    """An engine for a store (the DuckDB engine over it); an engine as it is."""
+    from shoplens.engine.duckdb import DuckDBEngine
 
-    ``computed`` names a table that already holds the features for this cutoff (the
-    snapshot's ``customer_features``), so the build does not compute them twice.
-    ``scored`` names a table of per-text sentiment (``customer_id, created_at,
-    sentiment, sentiment_label``: the snapshot's ``text_analysis``); only texts written
-    before the cut-off count, and a text's sentiment depends on nothing but the text.
-    ``rules`` are the shop's RFM rules (``features.rfm.load_rules``; default rules when
-    None) and ``unit_days`` the BG/NBD time unit, as configured for the build.
-    """
-    if computed is not None:
-        df = store.con.execute(f"SELECT * FROM {computed}").df().set_index("customer_id").sort_index()
-    else:
-        backend = store.ibis()
-        tables = Tables(*(backend.table(n) for n in ("customers", "orders", "order_items", "products", "events")))
-        feats, _ = behaviour_features(tables, _dt(cutoff), rules if rules is not None else load_rules())
-        df = store.con.execute(backend.compile(feats)).df().set_index("customer_id").sort_index()
-    df = df[df.n_orders > 0].copy()
-    if len(df) < MIN_CUSTOMERS:
-        raise ModelError(f"propensity needs at least {MIN_CUSTOMERS} customers with a purchase before {cutoff}, found {len(df)}")
-    df["gap_ratio"] = df.recency_days / df.mean_interpurchase_days
-    x, t_x, T = df.frequency.to_numpy(float), df.recency.to_numpy(float) / unit_days, df["T"].to_numpy(float) / unit_days
+    return DuckDBEngine(source) if isinstance(source, Store) else source
+
+
+def fit_bgnbd(engine: Any, buyers: Any, unit_days: float) -> tuple[BGNBD | None, int, str]:
+    """BG/NBD fitted on the grouped ``(frequency, recency, T)`` histories of ``buyers``
+    (an Ibis table of BTYD figures in days): ``GROUP BY`` runs on the engine and only
+    the distinct histories, a few thousand rows at any scale, reach this process. The
+    fit equals the one on every customer's row. Returns (the model, or None with the
+    reason when the data cannot support one; the number of buyers)."""
+    grouped = engine.collect(buyers.group_by("frequency", "recency", "T").agg(n=buyers.count())).to_pandas()
+    n = int(grouped.n.sum()) if len(grouped) else 0
     try:
-        bg = BGNBD().fit(x, t_x, np.maximum(T, 1e-6))
-        df["p_alive"] = bg.p_alive(x, t_x, np.maximum(T, 1e-6))
-        df["expected_purchases"] = bg.expected_purchases(horizon_days / unit_days, x, t_x, np.maximum(T, 1e-6))
-    except ModelError:  # e.g. all one-time buyers yet: the classifier does without
+        x, t_x, T = btyd_units(grouped, unit_days)
+        return BGNBD().fit(x, t_x, T, weights=grouped.n.to_numpy(float)), n, ""
+    except ModelError as err:  # e.g. all one-time buyers yet: callers do without
+        return None, n, str(err)
+
+
+def btyd_units(frame: pd.DataFrame, unit_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, t_x, T) in the model's time unit; T > 0 for buyers of the last day."""
+    return (frame.frequency.to_numpy(float), frame.recency.to_numpy(float) / unit_days,
+            np.maximum(frame["T"].to_numpy(float) / unit_days, 1e-6))
+
+
+def text_counts(texts: Any, cutoff: date) -> Any:
+    """Per customer, what they wrote before ``cutoff`` (an Ibis table keyed ``cid``)."""
+    t = texts.filter(texts.created_at < _dt(cutoff))
+    review, chat = (t.kind == "review"), (t.kind == "chat")
+    negative = (t.rating <= 2).ifelse(1.0, t.rating.notnull().ifelse(0.0, ibis.null("float64")))
+    return t.group_by(cid=t.customer_id).agg(
+        n_reviews=review.ifelse(1, 0).sum().cast("float64"), mean_rating=t.rating.cast("float64").mean(),
+        negative_review_share=negative.mean(), n_chats=chat.ifelse(1, 0).sum().cast("float64"))
+
+
+def text_sentiment(scored: Any, cutoff: date) -> Any:
+    """Per customer, the mean sentiment of their texts before ``cutoff`` and the share
+    labelled negative (the text step's per-text results, keyed ``cid``)."""
+    t = scored.filter(scored.created_at < _dt(cutoff))
+    negative = (t.sentiment_label == "negative").ifelse(1.0, t.sentiment.notnull().ifelse(0.0, ibis.null("float64")))
+    return t.group_by(cid=t.customer_id).agg(sentiment_mean=t.sentiment.cast("float64").mean(),
+                                             negative_text_share=negative.mean())
+
+
+def with_texts(rows: Any, texts: Any, scored: Any, cutoff: date) -> Any:
+    """``rows`` (keyed ``customer_id``) with the text features as of ``cutoff``; NULL (not
+    0) for customers without texts, and for sentiment without the text step."""
+    for agg in (text_counts(texts, cutoff), *(() if scored is None else (text_sentiment(scored, cutoff),))):
+        rows = rows.left_join(agg, rows.customer_id == agg.cid).drop("cid")
+    if scored is None:
+        rows = rows.mutate(sentiment_mean=ibis.null("float64"), negative_text_share=ibis.null("float64"))
+    return rows
+
+
+def rank_reference(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The sorted values the percentile features are ranked against."""
+    return {c: np.sort(frame[c].dropna().to_numpy(float)) for c in RANKED}
+
+
+def percentile(values: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
+    """Each value's percentile rank among ``sorted_ref`` with ties averaged: against the
+    column itself this is ``Series.rank(pct=True)``, so a sample's reference ranks any
+    customer (in an executor) as the whole base would, up to the sample's error.
+
+    >>> percentile(np.array([1.0, 2.0, 2.0, np.nan]), np.array([1.0, 2.0, 2.0])).tolist()
+    [0.3333333333333333, 0.8333333333333334, 0.8333333333333334, nan]
+    """
+    if len(sorted_ref) == 0:
+        return np.full(len(values), np.nan)
+    left = np.searchsorted(sorted_ref, values, side="left")
+    right = np.searchsorted(sorted_ref, values, side="right")
+    out = (left + right + 1) / 2 / len(sorted_ref)
+    return np.where(np.isnan(values), np.nan, out)
+
+
+def derive(df: pd.DataFrame, bg: BGNBD | None, horizon_days: int, unit_days: float,
+           reference: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The model's features computed from one row alone (plus the fitted BG/NBD and the
+    percentile reference; ``None``: rank within ``df``): the same function trains on the
+    cut-off samples and scores every customer in the executors."""
+    df = df.copy()
+    df["gap_ratio"] = df.recency_days / df.mean_interpurchase_days
+    if bg is None or df.empty:
         df["p_alive"] = np.nan
         df["expected_purchases"] = np.nan
+    else:
+        x, t_x, T = btyd_units(df, unit_days)
+        df["p_alive"] = bg.p_alive(x, t_x, T)
+        df["expected_purchases"] = bg.expected_purchases(horizon_days / unit_days, x, t_x, T)
+    ref = reference if reference is not None else rank_reference(df)
     for c in RANKED:
-        df[f"pct_{c}"] = df[c].rank(pct=True)
+        df[f"pct_{c}"] = percentile(df[c].to_numpy(float), ref[c])
     df["rfm_sum"] = df.r_score + df.f_score + df.m_score
-    text = store.con.execute(
-        "SELECT customer_id, count(*) FILTER (WHERE kind = 'review') AS n_reviews, avg(rating) AS mean_rating, "
-        "avg(CASE WHEN rating <= 2 THEN 1.0 WHEN rating IS NOT NULL THEN 0.0 END) AS negative_review_share, "
-        "count(*) FILTER (WHERE kind = 'chat') AS n_chats FROM texts WHERE created_at < ? GROUP BY 1",
-        [_dt(cutoff)],
-    ).df().set_index("customer_id")
-    df = df.join(text.astype(float), how="left")
-    if scored is not None:
-        sent = store.con.execute(
-            f"SELECT customer_id, avg(sentiment) AS sentiment_mean, "
-            f"avg(CASE WHEN sentiment_label = 'negative' THEN 1.0 WHEN sentiment IS NOT NULL THEN 0.0 END) AS negative_text_share "
-            f"FROM {scored} WHERE created_at < ? GROUP BY 1",
-            [_dt(cutoff)],
-        ).df().set_index("customer_id")
-        return df.join(sent.astype(float), how="left")
-    df["sentiment_mean"] = np.nan
-    df["negative_text_share"] = np.nan
+    for c in TEXT_FEATURES:
+        df[c] = df[c].astype(float)
     return df
 
 
-def labels_after(store: Store, cutoff: date, horizon_days: int) -> pd.Series:
-    end = cutoff + timedelta(days=horizon_days)
-    rows = store.con.execute(
-        "SELECT DISTINCT customer_id FROM orders WHERE status = 'paid' AND order_ts >= ? AND order_ts < ?",
-        [_dt(cutoff), _dt(end)],
-    ).fetchall()
-    return pd.Series(1, index=[r[0] for r in rows], dtype=int)
+@dataclass
+class CutoffSample:
+    """The model's features at one cut-off for a sample of its buyers."""
+
+    frame: pd.DataFrame  # index customer_id (sorted); MODEL_FEATURES and the raw features
+    bg: BGNBD | None  # BG/NBD fitted on every buyer's history at the cut-off
+    buyers: int  # how many buyers there were (the sample is at most ``sample`` of them)
+
+
+def sample_at(source: Any, cutoff: date, horizon_days: int, computed: Any = None, scored: Any = None,
+              rules: Any = None, unit_days: float = 7.0, sample: int | None = None,
+              label: bool = False) -> CutoffSample:
+    """Buyers' features as of ``cutoff`` for (up to) ``sample`` of them: the first by
+    pseudonym, which is a keyed hash, so a uniform sample that every engine draws alike.
+
+    ``source``: a store or an engine. ``computed``: an Ibis table already holding the
+    features for this cut-off (the snapshot's ``customer_features``). ``scored``: an
+    Ibis table of per-text sentiment (the snapshot's ``text_analysis``); only texts
+    written before the cut-off count. ``rules``/``unit_days``: the shop's RFM rules
+    and the BG/NBD time unit, as configured for the build. ``label``: add whether each
+    customer bought in the horizon after the cut-off (training rows).
+    """
+    engine = as_engine(source)
+    if computed is None:
+        tables = Tables(*(engine.table(n) for n in ("customers", "orders", "order_items", "products", "events")))
+        computed, _ = behaviour_features(tables, _dt(cutoff), rules if rules is not None else load_rules())
+    buyers = computed.filter(computed.n_orders > 0)
+    bg, n, _ = fit_bgnbd(engine, buyers, unit_days)
+    if n < MIN_CUSTOMERS:
+        raise ModelError(f"propensity needs at least {MIN_CUSTOMERS} customers with a purchase before {cutoff}, found {n}")
+    rows = buyers.order_by("customer_id").limit(sample) if sample and n > sample else buyers
+    rows = with_texts(rows, engine.table("texts"), scored, cutoff)
+    if label:
+        o = engine.table("orders")
+        end = cutoff + timedelta(days=horizon_days)
+        bought = o.filter((o.status == "paid") & (o.order_ts >= _dt(cutoff)) & (o.order_ts < _dt(end)))
+        bought = bought.select(cid=bought.customer_id).distinct()
+        rows = rows.left_join(bought, rows.customer_id == bought.cid)
+        rows = rows.mutate(label=rows.cid.notnull().ifelse(1, 0)).drop("cid")
+    df = engine.collect(rows).to_pandas().set_index("customer_id").sort_index()
+    return CutoffSample(derive(df, bg, horizon_days, unit_days), bg, n)
+
+
+def features_at(source: Any, cutoff: date, horizon_days: int, computed: Any = None,
+                scored: Any = None, rules: Any = None, unit_days: float = 7.0) -> pd.DataFrame:
+    """Every buyer's features as of ``cutoff`` (``sample_at`` without a sample)."""
+    return sample_at(source, cutoff, horizon_days, computed, scored, rules, unit_days).frame
 
 
 @dataclass
@@ -112,14 +200,16 @@ class Fold:
     frame: pd.DataFrame  # features + 'label'
 
 
-def make_folds(store: Store, cutoffs: list[date], horizon_days: int, scored: str | None = None,
-               rules: Any = None, unit_days: float = 7.0) -> list[Fold]:
-    folds = []
-    for c in cutoffs:
-        df = features_at(store, c, horizon_days, scored=scored, rules=rules, unit_days=unit_days)
-        df["label"] = labels_after(store, c, horizon_days).reindex(df.index).fillna(0).astype(int)
-        folds.append(Fold(c, df))
-    return folds
+def make_folds(source: Any, cutoffs: list[date], horizon_days: int, scored: Any = None,
+               rules: Any = None, unit_days: float = 7.0, sample: int | None = None) -> list[Fold]:
+    """Training rows at each cut-off (a sample of ``sample`` buyers each, when given).
+    ``scored``: the per-text sentiment table, by name or as an Ibis table."""
+    engine = as_engine(source)
+    if isinstance(scored, str):
+        schema, _, name = scored.rpartition(".")
+        scored = engine.ibis().table(name, database=schema or None)
+    return [Fold(c, sample_at(engine, c, horizon_days, scored=scored, rules=rules, unit_days=unit_days,
+                              sample=sample, label=True).frame) for c in cutoffs]
 
 
 class PropensityModel:

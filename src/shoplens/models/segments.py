@@ -26,20 +26,46 @@ SKEWED = {"n_orders", "total_spend", "aov", "n_events", "n_views", "n_cart_adds"
 MIN_CUSTOMERS = 20
 
 
-def design_matrix(frame: pd.DataFrame, columns: tuple[str, ...] = SEGMENT_FEATURES) -> tuple[np.ndarray, list[str]]:
-    """Scaled numeric matrix: log1p for skewed counts and money, median for missing
-    values, then zero mean and unit variance. Columns that are constant or absent are
-    left out."""
-    used = [c for c in columns if c in frame.columns and frame[c].notna().any()]
-    X = frame[used].astype(float).copy()
-    for c in used:
+@dataclass
+class Design:
+    """The scaling fitted on one set of customers, applied to any other: log1p for
+    skewed counts and money, the fitted median for missing values, then the fitted mean
+    and standard deviation. Columns that are constant or absent are left out."""
+
+    columns: list[str]
+    medians: dict[str, float]
+    means: dict[str, float]
+    stds: dict[str, float]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, columns: tuple[str, ...] = SEGMENT_FEATURES) -> Design:
+        used = [c for c in columns if c in frame.columns and frame[c].notna().any()]
+        X = _logged(frame, used)
+        medians = X.median()
+        X = X.fillna(medians)
+        std = X.std(ddof=0)
+        keep = [c for c in used if std[c] > 1e-12]
+        mean = X[keep].mean()
+        return cls(keep, {c: float(medians[c]) for c in keep}, {c: float(mean[c]) for c in keep},
+                   {c: float(std[c]) for c in keep})
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        X = _logged(frame, self.columns).fillna(self.medians)
+        return ((X[self.columns] - pd.Series(self.means)) / pd.Series(self.stds)).to_numpy()
+
+
+def _logged(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    X = frame[columns].astype(float).copy()
+    for c in columns:
         if c in SKEWED:
             X[c] = np.log1p(X[c].clip(lower=0))
-        X[c] = X[c].fillna(X[c].median())
-    std = X.std(ddof=0)
-    keep = [c for c in used if std[c] > 1e-12]
-    Z = ((X[keep] - X[keep].mean()) / std[keep]).to_numpy()
-    return Z, keep
+    return X
+
+
+def design_matrix(frame: pd.DataFrame, columns: tuple[str, ...] = SEGMENT_FEATURES) -> tuple[np.ndarray, list[str]]:
+    """The scaled matrix of ``frame`` with the scaling fitted on it (``Design``)."""
+    design = Design.fit(frame, columns)
+    return design.transform(frame), design.columns
 
 
 @dataclass
@@ -92,17 +118,37 @@ class Segmenter:
         if n < MIN_CUSTOMERS:
             raise ModelError(f"segmentation needs at least {MIN_CUSTOMERS} customers, found {n}")
         scores: dict[int, dict[str, float]] = {}
-        fits: dict[int, np.ndarray] = {}
+        fits: dict[int, tuple[Any, np.ndarray]] = {}
         ks = [0] if self.method == "hdbscan" else list(range(self.k_range[0], min(self.k_range[1], n - 1) + 1))
         for k in ks:
-            labels = np.asarray(self._model(k, n).fit_predict(X))
-            fits[k], scores[k] = labels, self._scores(X, labels)
+            model = self._model(k, n)
+            labels = np.asarray(model.fit_predict(X))
+            fits[k], scores[k] = (model, labels), self._scores(X, labels)
         best = max(scores, key=lambda k: scores[k]["silhouette"])
-        labels = fits[best]
+        self.model_, labels = fits[best]
+        found = sorted(set(labels.tolist()) - {-1})
+        # where each segment sits: HDBSCAN has no predict(), new customers go to the nearest
+        self.centres_ = np.array([X[labels == s].mean(axis=0) for s in found]) if found else np.empty((0, X.shape[1]))
+        self.centre_ids_ = np.array(found, dtype=int)
         metrics = dict(scores[best])
         metrics["stability_ari"] = self._stability(X, labels, best)
         self.result_ = SegmentationResult(labels, int(len(np.unique(labels[labels >= 0]))), self.method, metrics, scores)
         return self
+
+    def assign(self, X: np.ndarray) -> np.ndarray:
+        """Segments for customers the fit did not see (a sample was fitted): the model's
+        own ``predict`` (k-means: nearest centre, Gaussian mixture: most likely
+        component); HDBSCAN's nearest segment centre."""
+        if not hasattr(self, "model_"):
+            raise ModelError("the segmenter is not fitted yet: call fit() first")
+        if len(X) == 0:
+            return np.empty(0, dtype=int)
+        if hasattr(self.model_, "predict"):
+            return np.asarray(self.model_.predict(X))
+        if len(self.centre_ids_) == 0:
+            return np.full(len(X), -1)
+        d = ((X[:, None, :] - self.centres_[None, :, :]) ** 2).sum(axis=2)
+        return self.centre_ids_[np.argmin(d, axis=1)]
 
     def _stability(self, X: np.ndarray, labels: np.ndarray, k: int) -> float:
         """Mean adjusted Rand index between the labels and refits on bootstrap samples."""

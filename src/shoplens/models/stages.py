@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import ibis
 import pyarrow as pa
 
 from shoplens import __version__
@@ -35,6 +34,7 @@ class PredictionsStage(BaseStage):
     is skipped with its reason (NULLs, never a failed build)."""
 
     name = "predictions"
+    version = 2  # 2: fitted on grouped histories and samples, scored in batches on the engine
     needs = ("customer_features", "text_analysis", "texts", *_CANONICAL)  # backtests count reviews and ratings
     makes = (TableSpec("customer_predictions", PREDICTIONS), TableSpec("model_artifacts", ARTIFACTS, ("name",)))
 
@@ -46,16 +46,13 @@ class PredictionsStage(BaseStage):
                                                                   "rfm_rules": rules_settings(cfg)}
 
     def run(self, ctx: BuildContext) -> StageReport:
-        from shoplens.models.predict import predict
+        from shoplens.models.predict import predict, scoring_rows
 
-        store, snap = ctx.engine.store, ctx.snapshot
-        result = predict(store, snap.schema, snap.as_of, ctx.cfg.predictions, ctx.rules)
-        frame = result.frame.reset_index(names="customer_id")
-        frame = frame.astype({c: "float64" for c in PREDICTIONS.names[1:-2]} | {c: "string" for c in PREDICTIONS.names[-2:]})
-        scored = ibis.memtable(pa.Table.from_pandas(frame, preserve_index=False).cast(PREDICTIONS))
-        everyone = ctx.engine.table("customers", snap).select("customer_id")  # non-buyers get NULLs
-        ctx.write(self.makes[0], everyone.left_join(scored, "customer_id").select(*PREDICTIONS.names))
-        last_ingest = store.scalar("SELECT last_ingest_id FROM snapshots WHERE snapshot_id = ?", [snap.snapshot_id])
+        engine, snap = ctx.engine, ctx.snapshot
+        result = predict(engine, snap, ctx.cfg.predictions, ctx.rules)
+        engine.map_batches(snap, self.makes[0].name, scoring_rows(engine, snap), result.scorer, PREDICTIONS,
+                           batch_rows=20_000)
+        last_ingest = engine.store.scalar("SELECT last_ingest_id FROM snapshots WHERE snapshot_id = ?", [snap.snapshot_id])
         meta = fingerprint(ctx.cfg.fingerprint(), last_ingest, __version__)
         ctx.write(self.makes[1], artifacts_table(result.models, result.skipped, meta))
         return StageReport(skipped=result.skipped)
@@ -65,6 +62,7 @@ class SegmentsStage(BaseStage):
     """Clusters over behaviour, value and text signals, each described by a persona."""
 
     name = "segments"
+    version = 2  # 2: fitted on a sample, customers assigned in batches on the engine
     needs = ("customers", "customer_features", "customer_predictions", "customer_text_features", "texts")
     makes = (TableSpec("segments", SEGMENTS, ("segment_id",)), TableSpec("customer_segments", CUSTOMER_SEGMENTS))
 
