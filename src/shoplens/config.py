@@ -32,8 +32,9 @@ class SourceConfig(_Strict):
     """One input: a file (CSV, Parquet, JSON Lines) or a database table/query via SQLAlchemy."""
 
     table: str
-    path: str | None = None
+    path: str | None = None  # a file, or a folder of Parquet files
     url: str | None = None  # SQLAlchemy URL, e.g. sqlite:///shop.db
+    spark_table: str | None = None  # a table of the Spark session's catalog ([engine] type = "spark")
     query: str | None = None  # with url: SELECT ... ; default SELECT * FROM <table>
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
     encoding: str = "auto"  # auto | utf-8 | gbk | gb18030 | ...
@@ -53,8 +54,9 @@ class SourceConfig(_Strict):
         return v
 
     def model_post_init(self, __context: Any) -> None:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("give exactly one of 'path' (a file) or 'url' (a database)")
+        if sum(v is not None for v in (self.path, self.url, self.spark_table)) != 1:
+            raise ValueError("give exactly one of 'path' (a file or folder), 'url' (a database) "
+                             "or 'spark_table' (a Spark table)")
 
     @model_validator(mode="after")
     def _known_values(self) -> SourceConfig:
@@ -75,10 +77,12 @@ class SourceConfig(_Strict):
 
     def shaping(self) -> dict[str, Any]:
         """The settings that decide how this source's rows are read and validated."""
-        return self.model_dump(mode="json", exclude={"path", "url"})
+        return self.model_dump(mode="json", exclude={"path", "url", "spark_table"})
 
     @property
     def label(self) -> str:
+        if self.spark_table:
+            return f"spark:{self.spark_table}"
         return self.path or f"{self.url} ({self.query or self.table})"
 
 
@@ -212,6 +216,13 @@ class Config(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     root: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _spark_sources(self) -> Config:
+        spark = [s.spark_table for s in self.sources if s.spark_table]
+        if spark and self.engine.type != "spark":
+            raise ValueError(f"sources read from Spark tables ({', '.join(spark)}) need [engine] type = \"spark\"")
+        return self
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, taken relative to the config file's folder."""

@@ -18,8 +18,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -27,8 +29,19 @@ import pyarrow as pa
 from shoplens.config import Config, SourceConfig
 from shoplens.errors import ConfigError, SourceError
 from shoplens.ingest.quarantine import INSERT, quarantine_report, resolve
-from shoplens.ingest.readers import Batch, CsvReader, SourceReader, open_reader
+from shoplens.ingest.readers import Batch, CsvReader, ParquetReader, SourceReader, open_reader
 from shoplens.ingest.rejects import RejectContext, quarantine_rejects
+from shoplens.ingest.spark import (
+    KIND_ROW,
+    Records,
+    Validator,
+    numbered,
+    on_spark,
+    read_frame,
+    staging_folder,
+    time_types,
+    validate_on_spark,
+)
 from shoplens.ingest.validate import (
     ERASED_ORDER_PREFIX,
     SourceContext,
@@ -186,10 +199,21 @@ def ingest_source(
     cfg: Config, store: Store, keys: Keys, src: SourceConfig, progress: Progress | None = None, force: bool = False
 ) -> IngestResult:
     tbl = table(src.table)
-    reader = open_reader(src, cfg.root)
-    mapping = resolve_mapping(tbl, src, reader.columns)
-    result = IngestResult(source=src.label, table=tbl.name, unmapped_columns=unmapped_columns(mapping, reader.columns))
-    digest = _digest(reader, cfg, src, tbl)
+    spark = on_spark(cfg, src)
+    reader: SourceReader | None = None
+    hasher: SourceReader | None
+    if spark:
+        from shoplens.engine.spark import spark_session
+
+        frame = read_frame(spark_session(cfg.engine.master, cfg.engine.conf), cfg, src)
+        columns = list(frame.columns)
+        hasher = ParquetReader(src, cfg.resolve(src.path)) if src.path else None  # Spark tables: no digest
+    else:
+        hasher = reader = open_reader(src, cfg.root)
+        columns = reader.columns
+    mapping = resolve_mapping(tbl, src, columns)
+    result = IngestResult(source=src.label, table=tbl.name, unmapped_columns=unmapped_columns(mapping, columns))
+    digest = _digest(hasher, cfg, src, tbl) if hasher is not None else None
     if digest is not None and not force:
         prior = store.one(
             "SELECT ingest_id, rows_in FROM ingest_log WHERE table_name = ? AND content_sha256 = ? "
@@ -216,9 +240,8 @@ def ingest_source(
     )
     salt = keys.pseudonym("row-hash-salt")
     sql = validation_sql(ctx, salt)
-    rejects = RejectContext(tbl, src.label, mapping, reader.columns,
-                            src.delimiter if isinstance(reader, CsvReader) else None, salt)
     con = store.con
+    stage = f"_stage_{tbl.name}"
     with store.transaction():
         ingest_id = int(store.scalar("SELECT nextval('ingest_seq')"))
         result.ingest_id = ingest_id
@@ -226,32 +249,91 @@ def ingest_source(
             "INSERT INTO ingest_log VALUES (?, ?, ?, ?, now(), NULL, 0, 0, 0, 0, false)",
             [ingest_id, src.label, tbl.name, digest],
         )
-        stage = f"_stage_{tbl.name}"
         con.execute(f"DROP TABLE IF EXISTS {stage}")
-        first = True
-        for batch in reader.batches():
-            result.rows_in += batch.data.num_rows + len(batch.rejects)
-            quarantine_rejects(con, keys, ingest_id, rejects, batch.rejects)
-            if batch.data.num_rows:
-                _validate_batch(con, batch, sql, stage, first, ingest_id, tbl.name, src.label)
-                first = False
+        if reader is not None:
+            staged = _validate_locally(store, keys, src, tbl, reader, mapping, sql, salt, stage, ingest_id, result,
+                                       progress)
+            records = "sl_encrypt(CAST(to_json(__rec) AS VARCHAR))"
+            files = None
+        else:
+            validator = Validator(sql, keys, tbl, columns, _erased_hashes(store) if ctx.check_erased else [],
+                                  time_types(hasher.schema) if isinstance(hasher, ParquetReader) else {})
+            folder = staging_folder(cfg.resolve(cfg.engine.warehouse), tbl.name, ingest_id)
+            try:
+                files = validate_on_spark(numbered(frame), validator, folder)
+            except Exception as err:  # a Spark job failure: its message holds paths and the JVM's trace
+                shutil.rmtree(folder, ignore_errors=True)
+                raise SourceError(f"{src.label}: Spark could not read or validate this source "
+                                  f"({type(err).__name__}; the Spark log says more)") from None
+            staged = _load_staged(store, files, tbl.name, src.label, stage, ingest_id, result)
+            con.create_function("sl_record", Records(con, files, keys).encrypt, ["VARCHAR", "BIGINT"], "VARCHAR",  # type: ignore[call-overload]
+                                type="arrow", side_effects=False)
+            records = "sl_record(_blob, _blob_index)"
             if progress:
                 progress(src.label, result.rows_in)
-        if first:  # empty source: nothing staged
-            result.quarantined = int(store.scalar("SELECT count(*) FROM quarantine WHERE ingest_id = ?", [ingest_id]))
-            resolve(con, ingest_id, tbl.name, src.label, None)
-        else:
-            _store_staged(con, tbl, stage, ingest_id, src.label, cfg)
-            con.execute(f"DROP TABLE {stage}")
-            result.accepted = int(store.scalar(f"SELECT count(*) FROM {tbl.name} WHERE _ingest_id = ?", [ingest_id]))
-            result.quarantined = int(store.scalar("SELECT count(*) FROM quarantine WHERE ingest_id = ?", [ingest_id]))
-            result.unchanged = result.rows_in - result.accepted - result.quarantined
+        try:
+            if not staged:  # empty source: nothing staged
+                result.quarantined = int(store.scalar("SELECT count(*) FROM quarantine WHERE ingest_id = ?", [ingest_id]))
+                resolve(con, ingest_id, tbl.name, src.label, None)
+            else:
+                _store_staged(con, tbl, stage, ingest_id, src.label, cfg, records, sealed=files is not None)
+                con.execute(f"DROP TABLE {stage}")
+                result.accepted = int(store.scalar(f"SELECT count(*) FROM {tbl.name} WHERE _ingest_id = ?", [ingest_id]))
+                result.quarantined = int(store.scalar("SELECT count(*) FROM quarantine WHERE ingest_id = ?", [ingest_id]))
+                result.unchanged = result.rows_in - result.accepted - result.quarantined
+        finally:
+            if files is not None:
+                con.remove_function("sl_record")
+                shutil.rmtree(Path(files).parent, ignore_errors=True)
         con.execute(
             "UPDATE ingest_log SET finished_at = now(), rows_in = ?, accepted = ?, unchanged = ?, "
             "quarantined = ? WHERE ingest_id = ?",
             [result.rows_in, result.accepted, result.unchanged, result.quarantined, ingest_id],
         )
     return result
+
+
+def _validate_locally(store: Store, keys: Keys, src: SourceConfig, tbl: Table, reader: SourceReader,
+                      mapping: dict[str, str | None], sql: str, salt: str, stage: str, ingest_id: int,
+                      result: IngestResult, progress: Progress | None) -> bool:
+    """Validate the reader's batches on this machine into ``stage``; whether any row was staged."""
+    rejects = RejectContext(tbl, src.label, mapping, reader.columns,
+                            src.delimiter if isinstance(reader, CsvReader) else None, salt)
+    first = True
+    for batch in reader.batches():
+        result.rows_in += batch.data.num_rows + len(batch.rejects)
+        quarantine_rejects(store.con, keys, ingest_id, rejects, batch.rejects)
+        if batch.data.num_rows:
+            _validate_batch(store.con, batch, sql, stage, first, ingest_id, tbl.name, src.label)
+            first = False
+        if progress:
+            progress(src.label, result.rows_in)
+    return not first
+
+
+def _erased_hashes(store: Store) -> list[str]:
+    return [r[0] for r in store.con.execute("SELECT subject_hash FROM erased_subjects").fetchall()]
+
+
+def _load_staged(store: Store, files: Path, name: str, label: str, stage: str, ingest_id: int,
+                 result: IngestResult) -> bool:
+    """Take what the executors validated: failing rows into the quarantine (records
+    already encrypted), valid rows into ``stage``; whether any row was staged."""
+    con, src = store.con, f"read_parquet({lit(str(files))})"
+    result.rows_in = int(store.scalar(f"SELECT count(*) FROM {src} WHERE _kind = {KIND_ROW}"))
+    checked = f"(SELECT * FROM {src} WHERE _kind = {KIND_ROW})"
+    con.execute(
+        INSERT + "SELECT ?, ?, ?, _line, _row, _err_field, _err_expected, _err_found, "
+        "CASE WHEN _erased THEN 'erased' ELSE 'invalid value' END, __rec_enc, "
+        f"CASE WHEN NOT _erased THEN _row_key END FROM {checked} WHERE _err_field IS NOT NULL",
+        [ingest_id, name, label],
+    )
+    if name == "orders":
+        con.execute(f"INSERT OR IGNORE INTO erased_subjects SELECT DISTINCT sl_subject({lit(ERASED_ORDER_PREFIX)} || "
+                    f"order_id), now() FROM {checked} WHERE _erased AND order_id IS NOT NULL")
+    con.execute(f"CREATE TEMP TABLE {stage} AS SELECT * EXCLUDE (_err_field, _err_expected, _err_found, __rec_enc, "
+                f"_kind, __blob) FROM {checked} WHERE _err_field IS NULL")
+    return bool(store.scalar(f"SELECT count(*) FROM {stage}"))
 
 
 def _validate_batch(
@@ -284,11 +366,14 @@ def _validate_batch(
     con.execute("DROP TABLE _checked")
 
 
-def _store_staged(con: duckdb.DuckDBPyConnection, tbl: Table, stage: str, ingest_id: int, label: str, cfg: Config) -> None:
+def _store_staged(con: duckdb.DuckDBPyConnection, tbl: Table, stage: str, ingest_id: int, label: str, cfg: Config,
+                  records: str = "sl_encrypt(CAST(to_json(__rec) AS VARCHAR))", sealed: bool = False) -> None:
+    """Key and orphan checks, then store. ``records``: the SQL giving a quarantined row's
+    encrypted record; ``sealed``: the vault columns arrive encrypted (from the executors)."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {keys_sql(tbl, stage)}")
     con.execute(
         INSERT + "SELECT ?, ?, ?, _line, _row, _err_field, _err_expected, _err_found, "
-        "'key check', sl_encrypt(CAST(to_json(__rec) AS VARCHAR)), _row_key FROM _classified WHERE _err_field IS NOT NULL",
+        f"'key check', {records}, _row_key FROM _classified WHERE _err_field IS NOT NULL",
         [ingest_id, tbl.name, label],
     )
     keep = "_err_field IS NULL AND NOT _unchanged"
@@ -297,17 +382,21 @@ def _store_staged(con: duckdb.DuckDBPyConnection, tbl: Table, stage: str, ingest
         f"INSERT INTO {tbl.name} SELECT {stored}, ?, _line, _row_hash FROM _classified WHERE {keep}",
         [ingest_id],
     )
+
+    def vault(name: str) -> str:
+        return q(name) if sealed else f"sl_encrypt({q(name)})"
+
     if tbl.name == "customers":
         for col in tbl.columns:
             if col.pii and cfg.privacy.action(col.name) == "encrypt":
                 con.execute(
-                    f"INSERT INTO vault_customer_pii SELECT customer_id, ?, sl_encrypt({q('__raw_' + col.name)}), ? "
+                    f"INSERT INTO vault_customer_pii SELECT customer_id, ?, {vault('__raw_' + col.name)}, ? "
                     f"FROM _classified WHERE {keep} AND {q('__raw_' + col.name)} IS NOT NULL",
                     [col.name, ingest_id],
                 )
     if tbl.name == "texts" and cfg.privacy.raw_text == "encrypt":
         con.execute(
-            f"INSERT INTO vault_text_raw SELECT text_id, sl_encrypt(__raw_text), ? FROM _classified WHERE {keep}",
+            f"INSERT INTO vault_text_raw SELECT text_id, {vault('__raw_text')}, ? FROM _classified WHERE {keep}",
             [ingest_id],
         )
     # entries of earlier ingests for the rows stored or found unchanged now are resolved

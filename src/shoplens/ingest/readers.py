@@ -204,24 +204,60 @@ class CsvReader(SourceReader):
 
 
 class ParquetReader(SourceReader):
+    """A Parquet file, or a folder of them (read in file-name order, row numbers
+    running on across the files)."""
+
     def __init__(self, src: SourceConfig, path: Path) -> None:
         super().__init__(src, path)
         import pyarrow.parquet as pq
 
+        self.files = parquet_files(path)
         try:
-            self._file = pq.ParquetFile(path)
+            self._files = [pq.ParquetFile(f) for f in self.files]
         except (pa.ArrowInvalid, OSError) as err:
             raise SourceError(f"{path}: not a readable Parquet file: {err}") from None
-        self.columns = list(self._file.schema_arrow.names)
+        self.schema = self._files[0].schema_arrow
+        self.columns = list(self.schema.names)
+        for f, pf in zip(self.files[1:], self._files[1:], strict=True):
+            if list(pf.schema_arrow.names) != self.columns:
+                raise SourceError(f"{path}: {f.name} has other columns than {self.files[0].name}; "
+                                  "every file of a Parquet folder needs the same columns")
 
     def batches(self) -> Iterator[Batch]:
         start = 1
-        for rb in self._file.iter_batches(batch_size=BATCH_ROWS):
-            tbl = pa.Table.from_batches([rb])
-            tbl = pa.table({name: _to_string(tbl[name]) for name in tbl.column_names})
-            rows = np.arange(start, start + tbl.num_rows, dtype=np.int64)
-            start += tbl.num_rows
-            yield Batch(tbl, rows, rows)
+        for pf in self._files:
+            for rb in pf.iter_batches(batch_size=BATCH_ROWS):
+                tbl = strings(pa.Table.from_batches([rb]))
+                rows = np.arange(start, start + tbl.num_rows, dtype=np.int64)
+                start += tbl.num_rows
+                yield Batch(tbl, rows, rows)
+
+    def content_hash(self) -> str | None:
+        """SHA-256 over the files' names and bytes."""
+        h = hashlib.sha256()
+        for f in self.files:
+            h.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        return h.hexdigest()
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of a source: the file itself, or a folder's ``*.parquet`` files
+    (nested folders included, in name order; Spark's ``_SUCCESS`` and hidden files skipped)."""
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*.parquet")
+                   if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    if not files:
+        raise SourceError(f"{path}: the folder holds no .parquet files")
+    return files
+
+
+def strings(tbl: pa.Table) -> pa.Table:
+    """Every column as text, the way validation reads a source."""
+    return pa.table({name: _to_string(tbl[name]) for name in tbl.column_names})
 
 
 def _to_string(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -328,7 +364,7 @@ def open_reader(src: SourceConfig, root: Path) -> SourceReader:
     fmt = src.format
     if fmt == "auto":
         suffix = "".join(path.suffixes[-2:]).lower()
-        if suffix.endswith((".parquet", ".pq")):
+        if suffix.endswith((".parquet", ".pq")) or path.is_dir():
             fmt = "parquet"
         elif suffix.endswith((".jsonl", ".ndjson", ".json")):
             fmt = "jsonl"
