@@ -95,10 +95,13 @@ def test_audience_text_and_json_agree(server: dict) -> None:
 
 
 def test_audience_export_csv(server: dict) -> None:
-    r = post(server, "/audiences", "analyst", {"text": "rfm_segment = 'Champions'", "format": "csv"})
+    body = {"text": "rfm_segment = 'Champions'", "channel": "push"}
+    r = post(server, "/audiences", "analyst", body | {"format": "csv"})
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    count = post(server, "/audiences", "analyst", {"text": "rfm_segment = 'Champions'"}).json()["total"]
+    count = post(server, "/audiences", "analyst", body).json()["total"]
+    everyone = post(server, "/audiences", "analyst", {"text": "rfm_segment = 'Champions'"}).json()["total"]
     assert r.status_code == 200 and len(rows) == count > 0 and all(x["rfm_segment"] == "Champions" for x in rows)
+    assert count < everyone  # customers without push consent are not exported
 
 
 @pytest.mark.parametrize("text", [

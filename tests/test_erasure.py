@@ -27,7 +27,8 @@ from shoplens.serving.access import Access, Principal
 from shoplens.store import Store
 from shoplens.text.embed import EMBEDDERS, text_key
 
-INPUTS = {"customers.csv", "products.csv", "orders.csv", "order_items.csv", "events.parquet", "texts.jsonl", "shoplens.toml"}
+INPUTS = {"customers.csv", "products.csv", "orders.csv", "order_items.csv", "events.parquet", "texts.jsonl", "consents.csv",
+          "shoplens.toml"}
 PHONE = re.compile(r"1[3-9]\d{9}")
 
 
@@ -106,10 +107,19 @@ def test_erasure_leaves_no_recoverable_byte_in_any_file(shop: Path) -> None:
     access = Access(load_config(cfg_path).store_path)
     access.audit(Principal("ops", "admin"), "GET", f"/profiles/{raw}", cid, 200)
     access.close()
+    # consent recorded through the CLI (the ledger and, after the build, the store's
+    # consent records) and an e-mail export holding the customer
+    for purpose, channel in (("profiling", "any"), ("marketing", "email")):
+        res = runner.invoke(app, ["consent", "set", cid, "--purpose", purpose, "--channel", channel, "--status",
+                                  "granted", "-c", str(cfg_path)])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["build", "-c", str(cfg_path)])
+    assert res.exit_code == 0, res.output
     exports = shop / "exports"
     exports.mkdir()
     for target in (exports / "all.csv", exports / "all.parquet"):
-        res = runner.invoke(app, ["audience", "n_orders >= 0", "-c", str(cfg_path), "--out", str(target)])
+        res = runner.invoke(app, ["audience", "n_orders >= 0", "--channel", "email", "-c", str(cfg_path), "--out",
+                                  str(target)])
         assert res.exit_code == 0, res.output
     assert any(cid.encode() in (exports / "all.csv").read_bytes() for _ in (0,))
     res = runner.invoke(app, ["report", "-c", str(cfg_path), "--out", str(shop / "report.html")])

@@ -114,6 +114,12 @@ def test_ibis_features_match_independent_pandas_implementation(demo_shop: Summar
         snap = demo_shop.build.snapshot_id
         ours = st.con.execute(f"SELECT * FROM snap_{snap}.customer_features").df()
         t = {n: st.con.execute(f"SELECT * FROM {n}").df() for n in ("customers", "orders", "order_items", "products", "events")}
+        # the build sees only customers who consent to profiling, and their rows
+        profiled = {r[0] for r in st.con.execute(f"SELECT customer_id FROM snap_{snap}.customer_consent WHERE profiling").fetchall()}
+    assert 0 < len(profiled) < len(t["customers"])
+    for n in ("customers", "orders", "events"):
+        t[n] = t[n][t[n].customer_id.isin(profiled)]
+    t["order_items"] = t["order_items"][t["order_items"].order_id.isin(set(t["orders"].order_id))]
     as_of = pd.Timestamp(demo_shop.build.as_of)
     ref = pandas_features(t["customers"], t["orders"], t["order_items"], t["products"], t["events"], as_of, load_rules())
     assert_same_features(ours, ref)

@@ -99,17 +99,17 @@ def test_unchanged_rerun_reuses_every_stage_and_a_changed_setting_reruns_only_wh
     assert all(r.reason.startswith("unchanged since snapshot") for r in result.stages)
 
     _edit(shop, "segments", "k_max = 5")
-    assert _actions(shop) == {"customers": "reused", "features": "reused", "text": "reused",
+    assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "reused",
                               "predictions": "reused", "segments": "ran"}
     _edit(shop, "predictions", "horizon_days = 60")
-    assert _actions(shop) == {"customers": "reused", "features": "reused", "text": "reused",
+    assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "reused",
                               "predictions": "ran", "segments": "ran"}
     _edit(shop, "text", "n_keywords = 4")
-    assert _actions(shop) == {"customers": "reused", "features": "reused", "text": "ran",
+    assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "ran",
                               "predictions": "ran", "segments": "ran"}
     # switching a stage off changes what its readers see: they re-run, never reuse
     _edit(shop, "text", "enabled = false")
-    assert _actions(shop) == {"customers": "reused", "features": "reused", "text": "skipped",
+    assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "skipped",
                               "predictions": "ran", "segments": "ran"}
 
 

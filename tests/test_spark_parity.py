@@ -50,9 +50,16 @@ def test_features_on_spark_equal_duckdb(demo_shop: Summary, spark: object, tmp_p
     parquet = {}
     with Store.open(demo_shop.folder / "shoplens.duckdb", read_only=True) as st:
         duck = st.con.execute(f"SELECT * FROM snap_{demo_shop.build.snapshot_id}.customer_features").df()
-        for name in TABLES:  # the canonical tables, exported as Parquet for Spark to read
+        # the canonical tables as the build reads them (customers who consent to profiling),
+        # exported as Parquet for Spark to read
+        profiled = (f"customer_id IN (SELECT customer_id FROM snap_{demo_shop.build.snapshot_id}.customer_consent "
+                    "WHERE profiling)")
+        where = {"customers": profiled, "orders": profiled, "events": profiled,
+                 "order_items": f"order_id IN (SELECT order_id FROM orders WHERE {profiled})"}
+        for name in TABLES:
             parquet[name] = str(tmp_path / f"{name}.parquet")
-            st.con.execute(f"COPY (SELECT * EXCLUDE (_ingest_id, _line, _row_hash) FROM {name}) TO '{parquet[name]}' (FORMAT parquet)")
+            st.con.execute(f"COPY (SELECT * EXCLUDE (_ingest_id, _line, _row_hash) FROM {name} "
+                           f"WHERE {where.get(name, 'true')}) TO '{parquet[name]}' (FORMAT parquet)")
     as_of = pd.Timestamp(demo_shop.build.as_of).to_pydatetime()
     features, categories = spark_features(backend, parquet, as_of, load_rules())
     on_spark = backend.execute(features)

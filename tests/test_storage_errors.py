@@ -117,14 +117,15 @@ def test_permission_denied_and_full_device_on_output_files(shop: Path) -> None:
     locked.mkdir(mode=0o755)
     res = _cli(["report", "-c", cfg_path, "--out", str(locked / "r.html")], user=NOBODY)
     assert "permission denied" in _one_error_line(res)
-    res = _cli(["audience", "n_orders >= 0", "-c", cfg_path, "--out", "/dev/full"])
+    res = _cli(["audience", "n_orders >= 0", "--channel", "push", "-c", cfg_path, "--out", "/dev/full"])
     assert "no space left" in _one_error_line(res)
 
 
 def test_created_files_are_private_and_the_key_lives_outside_the_shop(demo_shop: Summary, tmp_path: Path) -> None:
     folder = tmp_path / "shop"
     folder.mkdir()
-    for name in ("customers.csv", "products.csv", "orders.csv", "order_items.csv", "events.parquet", "texts.jsonl"):
+    for name in ("customers.csv", "products.csv", "orders.csv", "order_items.csv", "events.parquet", "texts.jsonl",
+                 "consents.csv"):
         shutil.copyfile(demo_shop.folder / name, folder / name)
     text = (demo_shop.folder / "shoplens.toml").read_text("utf-8")
     (folder / "shoplens.toml").write_text(text, encoding="utf-8")
@@ -134,7 +135,7 @@ def test_created_files_are_private_and_the_key_lives_outside_the_shop(demo_shop:
     env["SHOPLENS_KEY_DIR"] = str(keydir)
     cfg = str(folder / "shoplens.toml")
     for args in (["ingest", "-c", cfg], ["build", "-c", cfg], ["keys", "create", "me", "-c", cfg],
-                 ["audience", "n_orders >= 0", "-c", cfg, "--out", str(folder / "aud.csv")],
+                 ["audience", "n_orders >= 0", "--channel", "push", "-c", cfg, "--out", str(folder / "aud.csv")],
                  ["report", "-c", cfg, "--out", str(folder / "r.html")]):
         res = _cli(args, env=env)
         assert res.returncode == 0, (args, res.stderr[-2000:])

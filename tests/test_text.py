@@ -188,9 +188,11 @@ def test_interests_map_to_the_category_tree() -> None:
 def test_build_fills_text_features_with_nulls_for_the_silent(demo_shop: Summary) -> None:
     with Store.open(load_config(demo_shop.folder / "shoplens.toml").store_path, read_only=True) as store:
         snap = store.require_snapshot()
-        n_authors = store.scalar("SELECT count(DISTINCT customer_id) FROM texts")
+        profiled = f"customer_id IN (SELECT customer_id FROM snap_{snap}.customer_consent WHERE profiling)"
+        n_authors = store.scalar(f"SELECT count(DISTINCT customer_id) FROM texts WHERE {profiled}")
         assert store.scalar(f"SELECT count(*) FROM snap_{snap}.customer_text_features") == n_authors
-        assert store.scalar(f"SELECT count(*) FROM snap_{snap}.text_analysis") == store.scalar("SELECT count(*) FROM texts")
+        assert store.scalar(f"SELECT count(*) FROM snap_{snap}.text_analysis") == store.scalar(
+            f"SELECT count(*) FROM texts WHERE {profiled}")
         outliers = store.scalar(f"SELECT avg((topic_id = -1)::INT) FROM snap_{snap}.text_analysis")
         assert outliers < 0.2
         bad = store.scalar(f"SELECT count(*) FROM snap_{snap}.text_aspects a JOIN snap_{snap}.text_analysis t "

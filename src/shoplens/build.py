@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shoplens import __version__
 from shoplens.config import Config
+from shoplens.consent import ConsentedEngine, import_changes
 from shoplens.engine import engine_for
 from shoplens.engine.base import Snapshot
 from shoplens.engine.duckdb import DuckDBEngine
@@ -61,7 +62,8 @@ def build_plan(cfg: Config, store: Store, as_of: date | None = None, force: bool
     """What ``build`` would do now: per stage, run / reuse / skip and why."""
     _require_data(store)
     day = resolve_as_of(cfg, store, as_of)
-    return day, plan(cfg, DuckDBEngine(store), store, stages or default_stages(), day, force)  # fingerprints: the catalog
+    # fingerprints: the catalog's, of what the stages read (customers who consent to profiling)
+    return day, plan(cfg, ConsentedEngine(DuckDBEngine(store), cfg), store, stages or default_stages(), day, force)
 
 
 def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | None = None,
@@ -73,9 +75,13 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
     rules = load_rules(rules_src if rules_src == "default" else str(cfg.resolve(rules_src)))
     _check_folders(cfg, store)
     reconcile_serving(store)
+    # consent changes recorded since the last build (CLI/API) join the store first; the
+    # snapshots begun from now on hold them (ids above every existing one)
+    newest = store.scalar("SELECT max(snapshot_id) FROM snapshots") or 0
+    import_changes(store, Path(store.path), int(newest) + 1)
     stages = list(stages or default_stages())
     day, steps = build_plan(cfg, store, as_of, force, stages)
-    engine = engine_for(cfg, store)
+    engine = ConsentedEngine(engine_for(cfg, store), cfg)  # stages see only customers who consent to profiling
     snap = Snapshot(store.begin_snapshot(day, cfg.fingerprint(), __version__), day)
     records = run_stages(BuildContext(cfg, engine, snap, rules), stages, steps, store, on_step)
     n = engine.rows(snap, "customer_features")
@@ -86,4 +92,6 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
         on_step("done", len(steps) + 1, len(steps) + 1)
     skipped = {k: v for r in records for k, v in r.skipped.items()}
     text = next((r.summary for r in records if r.stage == "text"), {})
-    return BuildResult(snap.snapshot_id, day, n, time.perf_counter() - t0, skipped, text, records)
+    everyone = int(store.scalar("SELECT count(*) FROM customers"))
+    return BuildResult(snap.snapshot_id, day, n, time.perf_counter() - t0, skipped, text, records,
+                       not_profiled=everyone - engine.rows(snap, "customers"))

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shoplens.errors import ConfigError
-from shoplens.schema import INGEST_ORDER, PII_COLUMNS, TABLES
+from shoplens.schema import CONSENT_PURPOSES, INGEST_ORDER, PII_COLUMNS, TABLES
 
 CONFIG_NAME = "shoplens.toml"
 
@@ -193,6 +193,31 @@ class LLMConfig(_Strict):
     cache: str | None = ".shoplens/llm-cache.sqlite"  # replies keyed by prompt hash; None disables
 
 
+# deny by default for marketing and sharing (PIPL: separate consent for each)
+CONSENT_DEFAULTS: dict[str, Literal["granted", "denied"]] = {
+    "profiling": "granted", "personalisation": "granted", "marketing": "denied", "sharing": "denied"}
+
+
+class ConsentConfig(_Strict):
+    """What holds for a purpose when a customer has no consent record for it
+    (docs/consent.md), and what happens to customers without profiling consent."""
+
+    defaults: dict[str, Literal["granted", "denied"]] = Field(default_factory=lambda: dict(CONSENT_DEFAULTS))
+    # exclude: not profiled and not counted; aggregate: not profiled, counted in aggregate figures only
+    without_profiling: Literal["exclude", "aggregate"] = "exclude"
+
+    @field_validator("defaults")
+    @classmethod
+    def _purposes(cls, v: dict[str, Literal["granted", "denied"]]) -> dict[str, Literal["granted", "denied"]]:
+        unknown = sorted(set(v) - set(CONSENT_PURPOSES))
+        if unknown:
+            raise ValueError(f"unknown purpose(s) {unknown}; expected some of {', '.join(CONSENT_PURPOSES)}")
+        return CONSENT_DEFAULTS | v
+
+    def default(self, purpose: str) -> bool:
+        return self.defaults[purpose] == "granted"
+
+
 class EngineConfig(_Strict):
     """Where the build runs: the embedded store (DuckDB), or Apache Spark."""
 
@@ -214,6 +239,7 @@ class Config(_Strict):
     text: TextConfig = Field(default_factory=TextConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    consent: ConsentConfig = Field(default_factory=ConsentConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     root: Path = Field(default=Path("."), exclude=True)
 
@@ -252,7 +278,8 @@ class Config(_Strict):
     def fingerprint(self) -> str:
         """Hash of the settings that change build results (recorded in each snapshot)."""
         # [llm] writes the personas; its api_key_env names a variable, never a secret
-        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions", "segments", "text", "llm"})
+        payload = self.model_dump(mode="json", include={"features", "defaults", "predictions", "segments", "text", "llm",
+                                                        "consent"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

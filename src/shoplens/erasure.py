@@ -41,7 +41,8 @@ from shoplens.store import Store
 if TYPE_CHECKING:
     from shoplens.config import Config
 
-DATA_TABLES = ("orders", "events", "texts", "vault_customer_pii", "customers")
+SERVING_TABLES = ("profiles", "flat", "consent_state", "consent_history")  # the tables of a serving file naming customers
+DATA_TABLES = ("orders", "events", "texts", "consents", "vault_customer_pii", "customers")
 
 
 @dataclass
@@ -192,8 +193,7 @@ def _erase_warehouse(store: Store, report: ErasureReport, cid: str) -> None:
     for schema, table in _snapshot_tables(store, "VIEW"):
         report.add(f"snapshots.{table}", erase_rows(store, schema, table, "customer_id IS DISTINCT FROM ?", [cid]))
     report.rewritten += [f"warehouse/{name} (removed)" for name in drop_orphan_folders(store)]
-    if drop_canonical_exports(store):
-        report.rewritten.append("warehouse/canonical")
+    report.rewritten += [f"warehouse/{name}" for name in drop_canonical_exports(store)]
 
 
 def _names(found: str | None, record_enc: str | None, cid: str, ids: set[str], keys: Keys) -> bool:
@@ -308,7 +308,10 @@ def _erase_serving(store_path: Path, cid: str, report: ErasureReport) -> list[st
         leftover.unlink(missing_ok=True)
     for _snap, path in serving_files(folder):
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src:
-            n = src.execute("SELECT count(*) FROM profiles WHERE customer_id = ?", [cid]).fetchone()[0]
+            tables = [t for t in SERVING_TABLES
+                      if src.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [t]).fetchone()]
+            # a customer without profiling consent has no profile but a consent state
+            n = sum(src.execute(f"SELECT count(*) FROM {t} WHERE customer_id = ?", [cid]).fetchone()[0] for t in tables)
             if not n:
                 continue
             target = _next_generation(path)
@@ -316,7 +319,7 @@ def _erase_serving(store_path: Path, cid: str, report: ErasureReport) -> list[st
             tmp.unlink(missing_ok=True)
             with contextlib.closing(sqlite3.connect(tmp)) as dst:
                 src.backup(dst)
-        changed = scrub_sqlite(tmp, [(f"DELETE FROM {t} WHERE customer_id = ?", [cid]) for t in ("profiles", "flat")])
+        changed = scrub_sqlite(tmp, [(f"DELETE FROM {t} WHERE customer_id = ?", [cid]) for t in tables])
         report.add("serving", changed)
         install(tmp, target)
         if path.name == current:
@@ -342,6 +345,9 @@ def _erase_access(store_path: Path, cid: str, raw: str | None, report: ErasureRe
     # secure_delete zeroes the replaced values in place
     report.add("audit", scrub_sqlite(access_path(store_path), [
         (f"UPDATE audit SET customer_id = NULL, path = '(erased)', detail = '' WHERE {cond}", params)], vacuum=False))
+    if _has_table(access_path(store_path), "consent_changes"):  # consent recorded through the CLI or API
+        report.add("consent_changes", scrub_sqlite(access_path(store_path), [
+            ("DELETE FROM consent_changes WHERE customer_id = ?", [cid])], vacuum=False))
 
 
 def _has_table(path: Path, table: str) -> bool:

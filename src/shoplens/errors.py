@@ -70,6 +70,13 @@ class ForbiddenError(ShopLensError):
     code = "forbidden"
 
 
+class ConsentError(ShopLensError):
+    """A consent record or a consent check that cannot be honoured as asked."""
+
+    http_status = 400
+    code = "consent"
+
+
 class FilterError(ShopLensError):
     """An audience filter that cannot be parsed or names an unknown field."""
 

@@ -39,6 +39,7 @@ class Summary:
             "snapshot_id": self.build.snapshot_id,
             "as_of": self.build.as_of.isoformat(),
             "customers": self.build.n_customers,
+            "not_profiled": self.build.not_profiled,  # no profiling consent (docs/consent.md)
             "build_seconds": round(self.build.seconds, 3),
             "predictions_skipped": self.build.skipped,
             "text": self.build.text,

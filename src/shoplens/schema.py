@@ -126,6 +126,28 @@ TEXT_KINDS = {
     "post": ("post", "social", "帖子", "晒单"),
     "search": ("search", "query", "搜索"),
 }
+# what a customer may consent to (docs/consent.md): each purpose with the channels it
+# is given per; "any" covers every channel of the purpose
+CONSENT_PURPOSES = {
+    "profiling": ("profiling", "analytics", "用户画像", "画像", "分析"),
+    "personalisation": ("personalisation", "personalization", "recommendations", "个性化", "个性化推荐", "推荐"),
+    "marketing": ("marketing", "营销", "营销推送", "direct_marketing"),
+    "sharing": ("sharing", "third_party", "third-party", "第三方共享", "共享"),
+}
+CONSENT_CHANNELS = {
+    "any": ("any", "all", "*", "全部", "所有"),
+    "sms": ("sms", "短信", "text_message"),
+    "email": ("email", "e-mail", "mail", "邮件", "电子邮件"),
+    "push": ("push", "app_push", "推送", "app推送"),
+    "phone": ("phone", "call", "telephone", "电话", "外呼"),
+    "ads": ("ads", "ad_platforms", "advertising", "广告", "广告平台"),
+    "export": ("export", "exports", "data_export", "导出"),
+}
+CONSENT_STATUSES = {
+    "granted": ("granted", "grant", "yes", "y", "true", "1", "opt_in", "opt-in", "optin", "同意", "授权", "已授权"),
+    "withdrawn": ("withdrawn", "withdraw", "revoked", "denied", "no", "n", "false", "0", "opt_out", "opt-out", "optout",
+                  "撤回", "拒绝", "不同意", "已撤回"),
+}
 
 CUSTOMERS = Table(
     name="customers",
@@ -229,11 +251,29 @@ TEXTS = Table(
     ),
 )
 
+CONSENTS = Table(
+    name="consents",
+    doc="Consent records: each time a customer granted or withdrew a purpose (on a channel). The latest record "
+        "for a purpose and channel decides; without one, [consent] defaults apply (docs/consent.md).",
+    key=("customer_id", "purpose", "channel", "consent_ts"),
+    columns=(
+        Column("customer_id", "id", "Customer; must exist in customers.", required=True, pseudonymise=True,
+               references="customers.customer_id"),
+        Column("purpose", "enum", "profiling / personalisation / marketing / sharing.", required=True,
+               values=CONSENT_PURPOSES),
+        Column("channel", "enum", "any / sms / email / push / phone (marketing), ads / export (sharing).",
+               values=CONSENT_CHANNELS, default="'any'"),
+        Column("status", "enum", "granted / withdrawn.", required=True, values=CONSENT_STATUSES),
+        Column("consent_ts", "timestamp", "When the customer gave or withdrew it (shop local time).", required=True),
+        Column("source", "string", "Where it was recorded (checkout form, app settings, API ...)."),
+    ),
+)
+
 TABLES: dict[str, Table] = {
-    t.name: t for t in (CUSTOMERS, PRODUCTS, ORDERS, ORDER_ITEMS, EVENTS, TEXTS)
+    t.name: t for t in (CUSTOMERS, PRODUCTS, ORDERS, ORDER_ITEMS, EVENTS, TEXTS, CONSENTS)
 }
 # parents before children, so foreign keys can be checked as each file is ingested
-INGEST_ORDER: tuple[str, ...] = ("customers", "products", "orders", "order_items", "events", "texts")
+INGEST_ORDER: tuple[str, ...] = ("customers", "products", "orders", "order_items", "events", "texts", "consents")
 LINEAGE_COLUMNS = ("_ingest_id", "_line", "_row_hash")
 # direct personal data, by column name: what [privacy] pii may name
 PII_COLUMNS: dict[str, Column] = {c.name: c for t in TABLES.values() for c in t.columns if c.pii}

@@ -26,6 +26,8 @@ evaluate_app = typer.Typer(help="Validation on real public data.", no_args_is_he
 app.add_typer(evaluate_app, name="evaluate")
 keys_app = typer.Typer(help="API keys for the REST API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+consent_app = typer.Typer(help="Customers' consent per purpose and channel (docs/consent.md).", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
 segments_app = typer.Typer(help="Customer segments of the current snapshot.", invoke_without_command=True)
 app.add_typer(segments_app, name="segments")
 console = Console()
@@ -90,7 +92,7 @@ def _print_text(text: dict[str, Any]) -> None:
 def _print_summary(summary: Any) -> None:
     _print_ingest(summary.ingest)
     b = summary.build
-    console.print(f"snapshot [bold]{b.snapshot_id}[/] built in {b.seconds:.1f}s: {b.n_customers:,} customers, as of {b.as_of}")
+    console.print(f"snapshot [bold]{b.snapshot_id}[/] built in {b.seconds:.1f}s: {b.n_customers:,} customers{b.profiled_note}, as of {b.as_of}")
     _print_text(b.text)
     _print_skipped(b.skipped)
     t = Table(title="RFM segments")

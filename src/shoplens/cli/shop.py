@@ -138,7 +138,7 @@ def build_cmd(
         t.add_row(r.stage, r.action, f"{r.seconds:.1f}", ", ".join(f"{k} {v:,}" for k, v in r.rows.items()),
                   escape(r.reason))
     console.print(t)
-    console.print(f"snapshot {result.snapshot_id} complete: {result.n_customers:,} customers as of {result.as_of} ({result.seconds:.1f}s)")
+    console.print(f"snapshot {result.snapshot_id} complete: {result.n_customers:,} customers{result.profiled_note} as of {result.as_of} ({result.seconds:.1f}s)")
     _print_text(result.text)
     _print_skipped(result.skipped)
 
@@ -181,6 +181,7 @@ def profile(
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile document as JSON.")] = False,
 ) -> None:
     """Print what is known about one customer: the document the API serves (tags included)."""
+    from shoplens.consent import Ledger, withdrew_profiling
     from shoplens.errors import NotFoundError
     from shoplens.privacy import candidate_pseudonyms, optional_keys
     from shoplens.serving.reader import ProfileReader
@@ -188,7 +189,9 @@ def profile(
     cfg = _load(config)
     keys = optional_keys(cfg)
     reader = ProfileReader(cfg.store_path)
-    doc = next((d for d in map(reader.get, candidate_pseudonyms(customer_id, keys)) if d is not None), None)
+    ledger = Ledger(cfg.store_path)  # a withdrawal of profiling since the build hides the profile at once
+    doc = next((d for c in candidate_pseudonyms(customer_id, keys)
+                if not withdrew_profiling(ledger, reader, c) and (d := reader.get(c)) is not None), None)
     if doc is None:
         hint = "" if keys is not None else " (no secret key available, so only pseudonyms c_... can be looked up)"
         raise NotFoundError(f"customer '{customer_id}' not found in the published profiles{hint}")

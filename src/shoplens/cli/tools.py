@@ -16,6 +16,7 @@ from shoplens.cli._common import (
     ConfigOpt,
     _load,
     app,
+    consent_app,
     console,
     err_console,
     evaluate_app,
@@ -283,23 +284,36 @@ def forget(
 def audience(
     expression: Annotated[str, typer.Argument(help="Filter, e.g. \"age 25-34 AND churn_risk > 0.6\".")],
     config: ConfigOpt = DEFAULT_CONFIG,
+    channel: Annotated[str | None, typer.Option(
+        help="The channel it is for (sms, email, push, phone, ads, export): only customers whose consent allows "
+             "it are kept. Required with --out.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the audience to .csv or .parquet.")] = None,
 ) -> None:
     """Select customers with the filter language; print the count or export them."""
+    from shoplens.consent import EXCLUDED_REASONS, ConsentError, Ledger, select
     from shoplens.serving.audience import compile_filter, parse_text, to_text
     from shoplens.serving.profile_store import FLAT_FIELDS, ProfileReader
 
     cfg = _load(config)
     tree = parse_text(expression)
     where, params = compile_filter(tree, FLAT_FIELDS)
-    db = ProfileReader(cfg.store_path).db()
-    total = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
+    if out is not None and channel is None:
+        raise ConsentError("an export names its --channel (sms, email, push, phone, ads or export): only customers "
+                           "who consented to it are exported")
+    reader = ProfileReader(cfg.store_path)
+    db = reader.db()
+    chosen = select(db, where, params, channel, Ledger(cfg.store_path), reader.snapshot_id())
     console.print(f"filter: {to_text(tree)}", soft_wrap=True)
-    console.print(f"{total:,} customers")
+    console.print(f"{len(chosen.customer_ids):,} customers" + (f" for {channel}" if channel else ""))
+    for reason, n in chosen.excluded.items():
+        if n:
+            en, zh = EXCLUDED_REASONS[reason]
+            console.print(f"  left out {n:,}: {en} / 排除 {n:,} 人：{zh}", soft_wrap=True)
     if out is not None:
         import pandas as pd
 
-        frame = pd.read_sql_query(f"SELECT * FROM flat WHERE {where} ORDER BY customer_id", db, params=params)
+        frame = pd.read_sql_query("SELECT * FROM flat ORDER BY customer_id", db)
+        frame = frame[frame.customer_id.isin(set(chosen.customer_ids))]
         from shoplens.erasure import register_export
 
         if out.suffix == ".parquet":
@@ -310,16 +324,100 @@ def audience(
         console.print(f"wrote {out} (registered: 'shoplens forget' rewrites it without an erased customer)", soft_wrap=True)
 
 
+def _consent_ref(cfg: Any, ref: str) -> tuple[Any, str]:
+    """The reader and the pseudonym for a customer reference (c_..., or the shop's id with the key)."""
+    from shoplens.errors import NotFoundError
+    from shoplens.privacy import candidate_pseudonyms, optional_keys
+    from shoplens.serving.reader import ProfileReader
+
+    reader = ProfileReader(cfg.store_path)
+    for cid in candidate_pseudonyms(ref, optional_keys(cfg)):
+        if reader.query("SELECT 1 FROM consent_state WHERE customer_id = ?", (cid,)):
+            return reader, cid
+    raise NotFoundError(f"customer '{ref}' not found in the published snapshot")
+
+
+@consent_app.command("show")
+def consent_show(
+    customer_id: Annotated[str, typer.Argument(help="Pseudonymised id (c_...) or, with the secret key, the shop's own id.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """A customer's consent now, per purpose and channel, and its history."""
+    from shoplens.consent import Ledger, consent_view
+
+    cfg = _load(config)
+    reader, cid = _consent_ref(cfg, customer_id)
+    view = consent_view(reader, Ledger(cfg.store_path), cid)
+    if as_json:
+        print(json.dumps(view, ensure_ascii=False, indent=2))
+        return
+    t = Table(title=f"授权 consent {cid}")
+    for col in ("purpose / 用途", "now / 当前", "at the build / 构建时"):
+        t.add_column(col)
+    for key, now in view["consent"].items():
+        t.add_row(key, "granted 已授权" if now else "denied 未授权", "granted" if view["at_build"][key] else "denied")
+    console.print(t)
+    h = Table(title="history / 记录")
+    for col in ("at", "purpose", "channel", "status", "source", "recorded"):
+        h.add_column(col)
+    for r in view["history"]:
+        h.add_row(r["at"], r["purpose"], r["channel"], r["status"], escape(str(r["source"] or "")), r["recorded"])
+    console.print(h)
+
+
+@consent_app.command("set")
+def consent_set(
+    customer_id: Annotated[str, typer.Argument(help="Pseudonymised id (c_...) or, with the secret key, the shop's own id.")],
+    purpose: Annotated[str, typer.Option(help="profiling, personalisation, marketing or sharing.")],
+    status: Annotated[str, typer.Option(help="granted or withdrawn.")],
+    channel: Annotated[str, typer.Option(help="any, or for marketing sms/email/push/phone, for sharing ads/export.")] = "any",
+    source: Annotated[str, typer.Option(help="Where it was given or withdrawn.")] = "cli",
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Record a grant or withdrawal now: serving honours it at once, the next build folds it in."""
+    from shoplens.consent import record_change
+
+    cfg = _load(config)
+    _reader, cid = _consent_ref(cfg, customer_id)
+    change = record_change(cfg.store_path, cid, purpose, channel, status, source)
+    console.print(f"recorded: {cid} {change.purpose}/{change.channel} {change.status} at {change.consent_ts} "
+                  "(in effect now for the API and audiences; in the store at the next build)", soft_wrap=True)
+
+
 @app.command()
 def report(
     config: ConfigOpt = DEFAULT_CONFIG,
     out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("shoplens-report.html"),
+    data_use: Annotated[bool, typer.Option("--data-use", help="Print the data-use disclosure instead: per purpose, "
+                                           "the data and models that serve it, consents and exclusions.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --data-use: print it as JSON.")] = False,
 ) -> None:
     """Write a self-contained HTML report (opens offline in any browser)."""
     from shoplens.report import build_report
     from shoplens.store import Store
 
     cfg = _load(config)
+    if data_use:
+        from shoplens.consent import data_use_report
+
+        with Store.for_config(cfg, read_only=True) as store:
+            rows = data_use_report(store, cfg)
+        if as_json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+            return
+        t = Table(title="数据使用说明 data use (per purpose)", show_lines=True)
+        for col in ("purpose / 用途", "serves / 用于", "data & models / 数据与模型", "consented / 已授权",
+                    "not consented / 未授权"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["purpose"], f"{r['en']}\n{r['zh']}", "; ".join(r["data"] + r["models"]),
+                      "\n".join(f"{k}: {v:,}" for k, v in r["consented"].items()),
+                      "\n".join(f"{k}: {v:,}" for k, v in r["not_consented"].items()))
+        console.print(t)
+        console.print(f"default without a record / 无记录时默认: {json.dumps(cfg.consent.defaults)}; customers "
+                      f"without profiling consent: {cfg.consent.without_profiling} (not profiled)", soft_wrap=True)
+        return
     with Store.for_config(cfg, read_only=True) as store, err_console.status("writing report"):
         path = build_report(store, out)
     from shoplens.erasure import register_export

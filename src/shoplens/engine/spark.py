@@ -74,23 +74,7 @@ class SparkEngine:
         self.session = session or spark_session(cfg.engine.master, cfg.engine.conf)
         self.backend = ibis.pyspark.connect(self.session)
         self.catalog = DuckDBEngine(store)
-        self._claim_warehouse(cfg)
-
-    def _claim_warehouse(self, cfg: Config) -> None:
-        """One warehouse per store, one store per warehouse: erasure must find every
-        file of this store's Spark snapshots, and another store must never prune them."""
-        known = warehouse_of(self.store)
-        if known is not None and known != self.warehouse and self.store.live_snapshots() and any(
-                known.glob("snap_*")):
-            raise ConfigError(f"[engine] warehouse: this store's Spark snapshots are in {known.name}/; "
-                              "keep that warehouse (or build once with [engine] type = \"duckdb\" first)")
-        marker = self.warehouse / ".shoplens-store"
-        owner = str(Path(self.store.path).resolve())
-        self.warehouse.mkdir(parents=True, exist_ok=True)
-        if marker.exists() and marker.read_text("utf-8").strip() != owner:
-            raise ConfigError("[engine] warehouse: the folder belongs to another ShopLens store; give each store its own")
-        marker.write_text(owner + "\n", "utf-8")
-        self.store.con.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WAREHOUSE_KEY, str(self.warehouse)])
+        claim_warehouse(store, self.warehouse)
 
     @property
     def con(self) -> Any:
@@ -231,6 +215,23 @@ class SparkEngine:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+def claim_warehouse(store: Store, warehouse: Path) -> None:
+    """One warehouse per store, one store per warehouse: erasure must find every file of
+    this store's Spark snapshots and ingest staging, and another store must never prune
+    them. Records the warehouse in the store."""
+    known = warehouse_of(store)
+    if known is not None and known != warehouse and store.live_snapshots() and any(known.glob("snap_*")):
+        raise ConfigError(f"[engine] warehouse: this store's Spark snapshots are in {known.name}/; "
+                          "keep that warehouse (or build once with [engine] type = \"duckdb\" first)")
+    marker = warehouse / ".shoplens-store"
+    owner = str(Path(store.path).resolve())
+    warehouse.mkdir(parents=True, exist_ok=True)
+    if marker.exists() and marker.read_text("utf-8").strip() != owner:
+        raise ConfigError("[engine] warehouse: the folder belongs to another ShopLens store; give each store its own")
+    marker.write_text(owner + "\n", "utf-8")
+    store.con.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WAREHOUSE_KEY, str(warehouse)])
+
+
 def warehouse_of(store: Store) -> Path | None:
     """The warehouse a Spark build of this store wrote to, if any."""
     value = store.scalar("SELECT value FROM store_meta WHERE key = ?", [WAREHOUSE_KEY])
@@ -299,12 +300,15 @@ def drop_orphan_folders(store: Store) -> list[str]:
     return removed
 
 
-def drop_canonical_exports(store: Store) -> bool:
+def drop_canonical_exports(store: Store) -> list[str]:
     """Delete the canonical tables' Parquet exports (the next Spark build writes them
-    again from the store); returns whether there were any."""
+    again from the store) and what a killed Spark ingest left in staging (the lock the
+    caller holds means no ingest is running); returns the folders removed."""
     warehouse = warehouse_of(store)
-    folder = warehouse / "canonical" if warehouse else None
-    if folder is None or not folder.exists():
-        return False
-    shutil.rmtree(folder)
-    return True
+    removed = []
+    for name in ("canonical", "staging"):
+        folder = warehouse / name if warehouse else None
+        if folder is not None and folder.exists():
+            shutil.rmtree(folder)
+            removed.append(name)
+    return removed

@@ -258,6 +258,9 @@ def ingest_source(
         else:
             validator = Validator(sql, keys, tbl, columns, _erased_hashes(store) if ctx.check_erased else [],
                                   time_types(hasher.schema) if isinstance(hasher, ParquetReader) else {})
+            from shoplens.engine.spark import claim_warehouse
+
+            claim_warehouse(store, cfg.resolve(cfg.engine.warehouse))  # erasure finds what a kill leaves in staging
             folder = staging_folder(cfg.resolve(cfg.engine.warehouse), tbl.name, ingest_id)
             try:
                 files = validate_on_spark(numbered(frame), validator, folder)

@@ -82,6 +82,12 @@ class BuildResult:
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why it could not be fitted
     text: dict[str, object] = field(default_factory=dict)  # the text stage's summary
     stages: list[StageRecord] = field(default_factory=list)
+    not_profiled: int = 0  # customers left out for want of profiling consent
+
+    @property
+    def profiled_note(self) -> str:
+        """``", 28 not profiled (no consent)"`` or nothing."""
+        return f" ({self.not_profiled:,} without profiling consent are not profiled)" if self.not_profiled else ""
 
 
 def order(stages: Sequence[Stage]) -> list[Stage]:

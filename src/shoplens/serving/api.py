@@ -23,6 +23,7 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shoplens.config import Config
+from shoplens.consent import Ledger, consent_view, record_change, select, withdrew_profiling
 from shoplens.errors import ConfigError, NotFoundError
 from shoplens.fsutil import private_umask
 from shoplens.privacy import PSEUDONYM_PREFIX, Keys
@@ -71,6 +72,19 @@ class AudienceRequest(BaseModel):
     page: int = Field(default=1, ge=1, le=MAX_PAGE_NUMBER)
     page_size: int = Field(default=100, ge=1, le=MAX_PAGE)
     format: str = Field(default="json", pattern="^(json|csv|parquet)$")
+    # the channel the audience is for: only customers whose consent allows it are kept
+    # (required for an export: exported customers leave ShopLens)
+    channel: str | None = Field(default=None, pattern="^(sms|email|push|phone|ads|export)$")
+
+
+class ConsentRequest(BaseModel):
+    """A grant or withdrawal, recorded now (serving honours it at once)."""
+
+    model_config = ConfigDict(extra="forbid")
+    purpose: str = Field(max_length=40)
+    channel: str = Field(default="any", max_length=40)
+    status: str = Field(max_length=40)
+    source: Text = Field(default="api", max_length=200)
 
 
 class AnalyzeRequest(BaseModel):
@@ -92,6 +106,11 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
     private_umask()  # the server creates the audit log and rewrites serving files: private to its user
     reader = ProfileReader(store_path)
     access = Access(store_path)
+    ledger = Ledger(store_path)  # consent withdrawn since the build: honoured at once
+
+    def served_raw(cid: str) -> str | None:
+        """The profile document, unless the customer withdrew profiling since the build."""
+        return None if withdrew_profiling(ledger, reader, cid) else reader.get_raw(cid)
     # one DuckDB user at a time in this process: an erasure replaces the file (compaction),
     # which must not happen under another open handle
     store_lock = threading.Lock()
@@ -131,7 +150,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         if include_pii:
             record.details.append("pii")
             require_role(who, "admin", what="read PII")
-        raw = reader.get_raw(cid)
+        raw = served_raw(cid)
         if raw is None:  # the audit names only customers that exist (an erased one stays erased)
             raise NotFoundError("customer not found in the current snapshot")
         record.path, record.customer_id = f"/profiles/{cid}", cid
@@ -194,18 +213,44 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         else:
             tree = body.filter if body.filter is not None else parse_text(body.text or "")
         where, params = compile_filter(tree, FLAT_FIELDS)
+        if body.format != "json" and body.channel is None:
+            raise FilterError("an export names its 'channel' (sms, email, push, phone, ads or export): only "
+                              "customers who consented to it are exported")
         db = reader.db()
-        total = db.execute(f"SELECT count(*) FROM flat WHERE {where}", params).fetchone()[0]
+        chosen = select(db, where, params, body.channel, ledger, reader.snapshot_id())
         if body.format != "json":
-            return _export(db, where, params, body.format)
-        ids = [r[0] for r in db.execute(
-            f"SELECT customer_id FROM flat WHERE {where} ORDER BY customer_id LIMIT ? OFFSET ?",
-            [*params, body.page_size, (body.page - 1) * body.page_size])]
-        out = {"filter": tree, "filter_text": to_text(tree), "total": total, "page": body.page,
-               "page_size": body.page_size, "customer_ids": ids}
+            return _export(db, chosen.customer_ids, body.format, chosen.report())
+        start = (body.page - 1) * body.page_size
+        out = {"filter": tree, "filter_text": to_text(tree), "total": len(chosen.customer_ids), "page": body.page,
+               "page_size": body.page_size, "customer_ids": chosen.customer_ids[start:start + body.page_size],
+               "consent": chosen.report()}
         if explanation is not None:
             out["explanation"] = explanation
         return out
+
+    @app.get("/profiles/{customer_id}/consent")
+    def consent(request: Request, customer_id: str, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        """The customer's consent now: the state at the build, the changes since, and the
+        records behind it (a customer without a profile has a consent too)."""
+        record = audit_record(request)
+        who = principal(request, x_api_key)
+        cid = resolve(who, customer_id, record)
+        record.path, record.customer_id = f"/profiles/{cid}/consent", cid
+        return consent_view(reader, ledger, cid)
+
+    @app.post("/profiles/{customer_id}/consent")
+    def set_consent(request: Request, customer_id: str, body: ConsentRequest,
+                    x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        """Record a grant or a withdrawal (the shop's own systems: admin or service keys)."""
+        record = audit_record(request)
+        who = principal(request, x_api_key)
+        require_role(who, "admin", "service", what="record consent")
+        cid = resolve(who, customer_id, record)
+        record.path, record.customer_id = f"/profiles/{cid}/consent", cid
+        consent_view(reader, ledger, cid)  # 404 for a customer the store does not know
+        record_change(store_path, cid, body.purpose, body.channel, body.status, f"{body.source} ({who.name})")
+        ledger.refresh()
+        return consent_view(reader, ledger, cid)
 
     analysers: list[Any] = []
     lock = threading.Lock()  # one analysis at a time: the embedder is a single native model
@@ -236,7 +281,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
     # whatever the outcome), the body limit, then the fast path for the plain profile read
     route = next(r for r in app.routes if getattr(r, "path", None) == "/profiles/{customer_id}")
     framework = functools.partial(FastAPI.__call__, app)
-    fast = ProfileFastPath(framework, authenticate=access.authenticate, get_raw=reader.get_raw, route=route)
+    fast = ProfileFastPath(framework, authenticate=access.authenticate, get_raw=served_raw, route=route)
     app.front = Audit(BodyLimit(fast, max_body=MAX_BODY), access=access,
                       fixed_paths={ERASE_ROUTE: "/admin/customers/(erased)"})
     return app
@@ -256,25 +301,30 @@ class ShopLensAPI(FastAPI):
             await self.front(scope, receive, send)
 
 
-def _export(db: Any, where: str, params: list[Any], fmt: str) -> Response:
+def _export(db: Any, ids: list[str], fmt: str, consent: dict[str, Any]) -> Response:
     import pyarrow as pa
 
-    cur = db.execute(f"SELECT * FROM flat WHERE {where} ORDER BY customer_id", params)
-    names = [d[0] for d in cur.description]
-    rows = cur.fetchall()
+    names = [d[1] for d in db.execute("PRAGMA table_info(flat)").fetchall()]
+    rows = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows += db.execute(f"SELECT * FROM flat WHERE customer_id IN ({','.join('?' * len(chunk))}) ORDER BY customer_id",
+                           chunk).fetchall()
     table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
     buf = io.BytesIO()
+    # who consent left out, and why: for the caller, beside the file
+    headers = {"X-ShopLens-Consent": json.dumps(consent, separators=(",", ":"))}
     if fmt == "csv":
         import pyarrow.csv as pcsv
 
         pcsv.write_csv(table, buf)
         return Response(buf.getvalue(), media_type="text/csv",
-                        headers={"Content-Disposition": "attachment; filename=audience.csv"})
+                        headers={"Content-Disposition": "attachment; filename=audience.csv", **headers})
     import pyarrow.parquet as pq
 
     pq.write_table(table, buf)
     return Response(buf.getvalue(), media_type="application/vnd.apache.parquet",
-                    headers={"Content-Disposition": "attachment; filename=audience.parquet"})
+                    headers={"Content-Disposition": "attachment; filename=audience.parquet", **headers})
 
 
 def _locked(lock: threading.Lock, fn: Any, *args: Any) -> Any:

@@ -105,12 +105,38 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
         if on_progress:
             on_progress(done)
     _apply_tags(db)
+    _write_consent(store, db, snap)
     db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
     db.execute("CREATE INDEX flat_segment ON flat (rfm_segment)")
     db.commit()
     db.close()
     install(tmp, target)
     return target
+
+
+def _write_consent(store: Store, db: sqlite3.Connection, snap: int) -> None:
+    """Every customer's consent state at the build and the records behind it (those
+    without profiling consent included: they have no profile, but their consent is
+    still shown and checked)."""
+    from shoplens.consent import KEY_NAMES
+
+    keys = ", ".join(KEY_NAMES)
+    db.executescript(
+        f"CREATE TABLE consent_state (customer_id TEXT PRIMARY KEY, {', '.join(k + ' INTEGER' for k in KEY_NAMES)}) WITHOUT ROWID;"
+        "CREATE TABLE consent_history (customer_id TEXT, purpose TEXT, channel TEXT, status TEXT, consent_ts TEXT, source TEXT);")
+    has_state = store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = "
+                             "'customer_consent'", [f"snap_{snap}"])
+    if not has_state:  # a snapshot built before consent: nothing to show
+        return
+    cur = store.con.cursor()
+    cur.execute(f"SELECT customer_id, {keys} FROM snap_{snap}.customer_consent")
+    while batch := cur.fetchmany(BATCH):
+        db.executemany(f"INSERT INTO consent_state VALUES ({', '.join('?' * (len(KEY_NAMES) + 1))})", batch)
+    cur.execute("SELECT customer_id, purpose, channel, status, strftime(consent_ts, '%Y-%m-%d %H:%M:%S'), source "
+                "FROM consents ORDER BY customer_id, consent_ts")
+    while batch := cur.fetchmany(BATCH):
+        db.executemany("INSERT INTO consent_history VALUES (?, ?, ?, ?, ?, ?)", batch)
+    db.execute("CREATE INDEX consent_history_customer ON consent_history (customer_id)")
 
 
 def install(tmp: Path, target: Path) -> None:

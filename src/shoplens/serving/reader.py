@@ -201,6 +201,11 @@ class ProfileReader:
                 self._invalidate(path)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def snapshot_id(self) -> int | None:
+        """The snapshot of the file being served."""
+        m = _SNAP_NAME.match(self._choose().path.name)
+        return int(m.group(1)) if m else None
+
     def get_raw(self, customer_id: str) -> str | None:
         """The stored JSON text of a profile (served as is, without re-encoding)."""
         rows = self.query("SELECT doc FROM profiles WHERE customer_id = ?", (customer_id,))
