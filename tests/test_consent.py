@@ -181,6 +181,25 @@ def test_exports_name_their_channel_and_bad_consent_input_is_a_clear_400(server:
     assert _call(server, "GET", "/profiles/c_doesnotexist/consent", "analyst").status_code == 404
 
 
+def test_match_keys_only_for_ad_consent_and_only_hashed(shop: Path, server: dict) -> None:
+    import hashlib
+
+    from shoplens.serving.match_keys import normalise_email, normalise_phone
+
+    body = {"text": "n_orders >= 1", "channel": "ads", "format": "csv", "match_keys": True}
+    assert _call(server, "POST", "/audiences", "analyst", body).status_code == 403
+    assert _call(server, "POST", "/audiences", "admin", body | {"channel": "sms"}).status_code == 400
+    r = _call(server, "POST", "/audiences", "admin", body)
+    assert r.status_code == 200, r.text
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    consented = {c for (c,) in _served(shop).execute("SELECT customer_id FROM consent_state WHERE sharing_ads = 1")}
+    assert rows and {x["customer_id"] for x in rows} <= consented
+    pii = _call(server, "GET", f"/profiles/{rows[0]['customer_id']}?include_pii=true", "admin").json()["pii"]
+    assert rows[0]["email_sha256"] == hashlib.sha256(normalise_email(pii["email"]).encode()).hexdigest()
+    assert rows[0]["phone_sha256"] == hashlib.sha256(normalise_phone(pii["phone"]).encode()).hexdigest()
+    assert pii["email"] not in r.text and pii["phone"] not in r.text
+
+
 def test_data_use_report_counts_consents(shop: Path) -> None:
     from typer.testing import CliRunner
 
@@ -245,3 +264,22 @@ def test_no_audience_or_export_holds_a_customer_without_consent(states: list[dic
     eligible = [i for i, s in enumerate(states) if s["profiling"] and spend[i] >= threshold]
     assert chosen.matched == len(eligible)
     assert chosen.matched - sum(chosen.excluded.values()) == len(chosen.customer_ids)
+
+
+def test_the_unprofiled_count_in_shop_totals_only_when_configured(shop: Path, tmp_path: Path) -> None:
+    from shoplens.build import build
+    from shoplens.report import build_report
+
+    pages = {}
+    for mode in ("exclude", "aggregate"):
+        text = (shop / "shoplens.toml").read_text("utf-8").split("\n[consent]")[0]
+        (shop / "shoplens.toml").write_text(text + f'\n[consent]\nwithout_profiling = "{mode}"\n', "utf-8")
+        cfg = load_config(shop / "shoplens.toml")
+        with Store.for_config(cfg) as st:
+            build(cfg, st)
+            pages[mode] = build_report(st, tmp_path / f"{mode}.html").read_text("utf-8")
+            everyone, profiled = st.scalar("SELECT count(*) FROM customers"), st.scalar(
+                f"SELECT count(*) FROM snap_{st.require_snapshot()}.customers")
+    assert profiled < everyone
+    assert f"{profiled:,} customers," in pages["exclude"] and "not counted or profiled" in pages["exclude"]
+    assert f"{everyone:,} customers," in pages["aggregate"] and "counted in these totals only" in pages["aggregate"]

@@ -79,6 +79,9 @@ def build(cfg: Config, store: Store, as_of: date | None = None, on_step: Step | 
     # snapshots begun from now on hold them (ids above every existing one)
     newest = store.scalar("SELECT max(snapshot_id) FROM snapshots") or 0
     import_changes(store, Path(store.path), int(newest) + 1)
+    # the report and the data-use disclosure count the unprofiled as the shop configured
+    store.con.execute("INSERT OR REPLACE INTO store_meta VALUES ('consent_without_profiling', ?)",
+                      [cfg.consent.without_profiling])
     stages = list(stages or default_stages())
     day, steps = build_plan(cfg, store, as_of, force, stages)
     engine = ConsentedEngine(engine_for(cfg, store), cfg)  # stages see only customers who consent to profiling

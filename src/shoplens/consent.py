@@ -237,11 +237,15 @@ def normalise(purpose: str, channel: str, status: str) -> tuple[str, str, str]:
     return p, c, s
 
 
-def record_change(store_path: Path, customer_id: str, purpose: str, channel: str, status: str, source: str) -> Change:
-    """Record a grant or withdrawal now: serving honours it at once, the next build
-    folds it into the store."""
+def record_change(store_path: Path, customer_id: str, purpose: str, channel: str, status: str, source: str,
+                  timezone: str = "UTC") -> Change:
+    """Record a grant or withdrawal now (in the shop's ``timezone``, as the store keeps
+    times): serving honours it at once, the next build folds it into the store."""
+    from zoneinfo import ZoneInfo
+
     p, c, s = normalise(purpose, channel, status)
-    change = Change(customer_id, p, c, s, datetime.now().replace(microsecond=0).isoformat(sep=" "), source)
+    now = datetime.now(ZoneInfo(timezone)).replace(tzinfo=None, microsecond=0)
+    change = Change(customer_id, p, c, s, now.isoformat(sep=" "), source)
     with _connect(ledger_path(store_path)) as db:
         db.execute("INSERT INTO consent_changes (customer_id, purpose, channel, status, consent_ts, source) "
                    "VALUES (?, ?, ?, ?, ?, ?)", [change.customer_id, p, c, s, change.consent_ts, source])

@@ -94,9 +94,13 @@ def _charts(store: Store, s: str) -> dict[str, str]:
     ax.set_title("Churn risk")
     charts["churn"] = _svg(fig)
 
+    # ratings are an aggregate: with [consent] without_profiling = "aggregate" they count
+    # customers who are not profiled too; by default only profiled customers count
+    everyone = store.scalar("SELECT value FROM store_meta WHERE key = 'consent_without_profiling'") == "aggregate"
     cats = store.con.execute(
         "SELECT regexp_extract(p.category, '^([^/>]+)', 1) AS cat, avg(t.rating), count(*) FROM texts t "
-        "JOIN products p USING (product_id) WHERE t.rating IS NOT NULL GROUP BY 1 ORDER BY 2").fetchall()
+        f"JOIN products p USING (product_id) WHERE t.rating IS NOT NULL {'' if everyone else _PROFILED.format(s=s)} "
+        "GROUP BY 1 ORDER BY 2").fetchall()
     fig, ax = _figure()
     if cats:
         ax.barh([f"{c} ({n})" for c, _r, n in cats], [r for _c, r, _n in cats], color="#8d6cab")
@@ -121,11 +125,34 @@ def _charts(store: Store, s: str) -> dict[str, str]:
     return charts
 
 
+# the customers of a snapshot (those with profiling consent): quotes are never anyone else's
+_PROFILED = "AND t.customer_id IN (SELECT customer_id FROM {s}.customers)"
+
+
+def _totals(store: Store, s: str) -> str:
+    """Shop totals: customers, buyers, paid orders and revenue. Customers without profiling
+    consent count here only with ``without_profiling = "aggregate"``, never by name."""
+    everyone = store.scalar("SELECT value FROM store_meta WHERE key = 'consent_without_profiling'") == "aggregate"
+    who = "" if everyone else f"WHERE customer_id IN (SELECT customer_id FROM {s}.customers)"
+    n, = store.one(f"SELECT count(*) FROM customers {who}") or (0,)
+    buyers, orders, revenue = store.one(
+        f"SELECT count(DISTINCT customer_id), count(*), coalesce(sum(amount), 0) FROM orders {who or 'WHERE true'} "
+        "AND status = 'paid'") or (0, 0, 0)
+    out = (f"Shop totals 店铺汇总: {n:,} customers, {buyers:,} buyers, {orders:,} paid orders, revenue {float(revenue):,.0f}")
+    missing = int(store.scalar("SELECT count(*) FROM customers")) - int(store.scalar(f"SELECT count(*) FROM {s}.customers"))
+    if missing:
+        out += (f"; {missing:,} customers without profiling consent are "
+                + ("counted in these totals only, never profiled" if everyone else "not counted or profiled")
+                + f" / {missing:,} 位未授权画像的客户" + ("仅计入汇总" if everyone else "不计入也不画像"))
+    return out + "."
+
+
 def build_report(store: Store, out: Path) -> Path:
     """Write the report for the current snapshot to ``out`` and return the path."""
     snap = store.require_snapshot()
     s = f"snap_{snap}"
     meta = store.record("SELECT as_of, finished_at, n_customers FROM snapshots WHERE snapshot_id = ?", [snap])
+    totals = _totals(store, s)
     charts = _charts(store, s)
     segs = store.con.execute(
         f"SELECT f.rfm_segment, any_value(f.rfm_segment_zh), count(*), avg(f.total_spend), avg(p.clv), avg(p.churn_risk) "
@@ -134,7 +161,8 @@ def build_report(store: Store, out: Path) -> Path:
     complaints = store.con.execute(
         "SELECT cat, text, rating FROM (SELECT regexp_extract(p.category, '^([^/>]+)', 1) AS cat, t.text, t.rating, "
         "row_number() OVER (PARTITION BY regexp_extract(p.category, '^([^/>]+)', 1) ORDER BY t.rating, length(t.text) DESC, t.text_id) AS k "
-        "FROM texts t JOIN products p USING (product_id) WHERE t.rating <= 2) WHERE k <= 2 ORDER BY cat, k"
+        f"FROM texts t JOIN products p USING (product_id) WHERE t.rating <= 2 {_PROFILED.format(s=s)}) "
+        "WHERE k <= 2 ORDER BY cat, k"
     ).fetchall()
     aspect_quotes = store.con.execute(
         f"SELECT aspect, evidence FROM (SELECT aspect, evidence, row_number() OVER (PARTITION BY aspect "
@@ -173,6 +201,7 @@ def build_report(store: Store, out: Path) -> Path:
 <body>
 <h1>ShopLens · 客户洞察报告</h1>
 <p>Snapshot {snap}, data as of {meta.get('as_of')}, {meta.get('n_customers', 0):,} customers. Generated {datetime.now():%Y-%m-%d %H:%M}.</p>
+<p>{e(totals)}</p>
 <h2>Segments 客户细分</h2>
 <div class="grid"><div class="chart">{charts['segments']}</div><div class="chart">{charts['rfm_grid']}</div></div>
 <table><tr><th>segment</th><th>customers</th><th>mean spend</th><th>mean CLV (12 m)</th><th>mean churn risk</th></tr>{rows}</table>

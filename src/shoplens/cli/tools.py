@@ -288,6 +288,8 @@ def audience(
         help="The channel it is for (sms, email, push, phone, ads, export): only customers whose consent allows "
              "it are kept. Required with --out.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the audience to .csv or .parquet.")] = None,
+    match_keys: Annotated[bool, typer.Option("--match-keys", help="With --channel ads --out: add the SHA-256 of "
+                                             "each customer's normalised e-mail and phone (needs the secret key).")] = False,
 ) -> None:
     """Select customers with the filter language; print the count or export them."""
     from shoplens.consent import EXCLUDED_REASONS, ConsentError, Ledger, select
@@ -300,6 +302,8 @@ def audience(
     if out is not None and channel is None:
         raise ConsentError("an export names its --channel (sms, email, push, phone, ads or export): only customers "
                            "who consented to it are exported")
+    if match_keys and (out is None or channel != "ads"):
+        raise ConsentError("--match-keys goes only into an export for ad platforms: --channel ads --out FILE")
     reader = ProfileReader(cfg.store_path)
     db = reader.db()
     chosen = select(db, where, params, channel, Ledger(cfg.store_path), reader.snapshot_id())
@@ -314,6 +318,14 @@ def audience(
 
         frame = pd.read_sql_query("SELECT * FROM flat ORDER BY customer_id", db)
         frame = frame[frame.customer_id.isin(set(chosen.customer_ids))]
+        if match_keys:
+            from shoplens.privacy import optional_keys
+            from shoplens.serving.match_keys import MATCH_COLUMNS
+            from shoplens.serving.match_keys import match_keys as hashed_keys
+
+            hashed = hashed_keys(cfg.store_path, optional_keys(cfg), list(frame.customer_id))
+            for col in MATCH_COLUMNS:
+                frame[col] = [hashed[c][col] for c in frame.customer_id]
         from shoplens.erasure import register_export
 
         if out.suffix == ".parquet":
@@ -380,7 +392,7 @@ def consent_set(
 
     cfg = _load(config)
     _reader, cid = _consent_ref(cfg, customer_id)
-    change = record_change(cfg.store_path, cid, purpose, channel, status, source)
+    change = record_change(cfg.store_path, cid, purpose, channel, status, source, cfg.defaults.timezone)
     console.print(f"recorded: {cid} {change.purpose}/{change.channel} {change.status} at {change.consent_ts} "
                   "(in effect now for the API and audiences; in the store at the next build)", soft_wrap=True)
 

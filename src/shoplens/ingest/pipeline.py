@@ -262,19 +262,22 @@ def ingest_source(
 
             claim_warehouse(store, cfg.resolve(cfg.engine.warehouse))  # erasure finds what a kill leaves in staging
             folder = staging_folder(cfg.resolve(cfg.engine.warehouse), tbl.name, ingest_id)
+            # what a killed ingest left (encrypted, but no longer needed): this store's lock means none is running
+            shutil.rmtree(folder.parent, ignore_errors=True)
             try:
                 files = validate_on_spark(numbered(frame), validator, folder)
             except Exception as err:  # a Spark job failure: its message holds paths and the JVM's trace
                 shutil.rmtree(folder, ignore_errors=True)
                 raise SourceError(f"{src.label}: Spark could not read or validate this source "
                                   f"({type(err).__name__}; the Spark log says more)") from None
-            staged = _load_staged(store, files, tbl.name, src.label, stage, ingest_id, result)
             con.create_function("sl_record", Records(con, files, keys).encrypt, ["VARCHAR", "BIGINT"], "VARCHAR",  # type: ignore[call-overload]
                                 type="arrow", side_effects=False)
             records = "sl_record(_blob, _blob_index)"
-            if progress:
-                progress(src.label, result.rows_in)
         try:
+            if files is not None:
+                staged = _load_staged(store, files, tbl.name, src.label, stage, ingest_id, result)
+                if progress:
+                    progress(src.label, result.rows_in)
             if not staged:  # empty source: nothing staged
                 result.quarantined = int(store.scalar("SELECT count(*) FROM quarantine WHERE ingest_id = ?", [ingest_id]))
                 resolve(con, ingest_id, tbl.name, src.label, None)

@@ -24,7 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shoplens.config import Config
 from shoplens.consent import Ledger, consent_view, record_change, select, withdrew_profiling
-from shoplens.errors import ConfigError, NotFoundError
+from shoplens.errors import ConfigError, ConsentError, NotFoundError
 from shoplens.fsutil import private_umask
 from shoplens.privacy import PSEUDONYM_PREFIX, Keys
 from shoplens.serving.access import Access, Principal, require_role
@@ -75,6 +75,8 @@ class AudienceRequest(BaseModel):
     # the channel the audience is for: only customers whose consent allows it are kept
     # (required for an export: exported customers leave ShopLens)
     channel: str | None = Field(default=None, pattern="^(sms|email|push|phone|ads|export)$")
+    # an ads export with the hashed e-mail and phone (admins; sharing_ads consent only)
+    match_keys: bool = False
 
 
 class ConsentRequest(BaseModel):
@@ -216,10 +218,20 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         if body.format != "json" and body.channel is None:
             raise FilterError("an export names its 'channel' (sms, email, push, phone, ads or export): only "
                               "customers who consented to it are exported")
+        if body.match_keys:
+            require_role(who, "admin", what="export match keys (they are derived from decrypted PII)")
+            if body.format == "json" or body.channel != "ads":
+                raise ConsentError("match keys go only into an export for ad platforms: format csv or parquet "
+                                   "with channel 'ads' (sharing consent)")
         db = reader.db()
         chosen = select(db, where, params, body.channel, ledger, reader.snapshot_id())
         if body.format != "json":
-            return _export(db, chosen.customer_ids, body.format, chosen.report())
+            hashed = None
+            if body.match_keys:
+                from shoplens.serving.match_keys import match_keys
+
+                hashed = _locked(store_lock, match_keys, store_path, keys, chosen.customer_ids)
+            return _export(db, chosen.customer_ids, body.format, chosen.report(), hashed)
         start = (body.page - 1) * body.page_size
         out = {"filter": tree, "filter_text": to_text(tree), "total": len(chosen.customer_ids), "page": body.page,
                "page_size": body.page_size, "customer_ids": chosen.customer_ids[start:start + body.page_size],
@@ -248,7 +260,8 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         cid = resolve(who, customer_id, record)
         record.path, record.customer_id = f"/profiles/{cid}/consent", cid
         consent_view(reader, ledger, cid)  # 404 for a customer the store does not know
-        record_change(store_path, cid, body.purpose, body.channel, body.status, f"{body.source} ({who.name})")
+        record_change(store_path, cid, body.purpose, body.channel, body.status, f"{body.source} ({who.name})",
+                      cfg.defaults.timezone)
         ledger.refresh()
         return consent_view(reader, ledger, cid)
 
@@ -301,7 +314,8 @@ class ShopLensAPI(FastAPI):
             await self.front(scope, receive, send)
 
 
-def _export(db: Any, ids: list[str], fmt: str, consent: dict[str, Any]) -> Response:
+def _export(db: Any, ids: list[str], fmt: str, consent: dict[str, Any],
+            hashed: dict[str, dict[str, str | None]] | None = None) -> Response:
     import pyarrow as pa
 
     names = [d[1] for d in db.execute("PRAGMA table_info(flat)").fetchall()]
@@ -311,6 +325,9 @@ def _export(db: Any, ids: list[str], fmt: str, consent: dict[str, Any]) -> Respo
         rows += db.execute(f"SELECT * FROM flat WHERE customer_id IN ({','.join('?' * len(chunk))}) ORDER BY customer_id",
                            chunk).fetchall()
     table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    if hashed is not None:
+        for col in ("email_sha256", "phone_sha256"):
+            table = table.append_column(col, pa.array([hashed[r[0]][col] for r in rows], pa.string()))
     buf = io.BytesIO()
     # who consent left out, and why: for the caller, beside the file
     headers = {"X-ShopLens-Consent": json.dumps(consent, separators=(",", ":"))}
