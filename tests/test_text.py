@@ -305,3 +305,45 @@ def test_topics_above_the_collect_limit_are_fitted_on_a_sample_and_assigned(tmp_
 
     # measured 0.38 with fits on ~100 texts per language (chance is 0): related, not equal
     assert adjusted_rand_score([exact[t] for t in exact], [sampled[t] for t in exact]) > 0.2
+
+
+def test_the_shipped_models_load_without_training_and_equal_a_fresh_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first run trains nothing: the shipped arrays are the model training would make."""
+    import numpy as np
+
+    from shoplens.text import aspect_model, sentiment
+    from shoplens.text.aspects import load_aspects
+    from shoplens.text.labelled import load_eval_set
+    from shoplens.text.preprocess import prepare
+
+    def no_training(*_a: object, **_k: object) -> None:
+        raise AssertionError("trained although a shipped model applies")
+
+    monkeypatch.setattr(sentiment, "_LOADED", {})
+    monkeypatch.setattr(aspect_model, "_LOADED", {})
+    monkeypatch.setattr(sentiment, "train_sentiment", no_training)
+    monkeypatch.setattr(aspect_model, "train_model", no_training)
+    monkeypatch.setattr(sentiment, "model_dir", lambda: Path("/nonexistent-model-dir"))  # no cached pickle either
+    splits = sentiment.load_splits()
+    shipped = sentiment.load_sentiment()
+    aspects = load_aspects(None)
+    shipped_aspects = aspect_model.load_aspect_model(aspects, None)
+    monkeypatch.undo()
+    fresh = sentiment.SentimentModel().fit(splits.train_texts, splits.train_labels)
+    texts = splits.train_texts[:2000]
+    assert np.abs(shipped.predict_proba(texts) - fresh.predict_proba(texts)).max() < 1e-6
+    clauses = [prepare(r["clause"]).text for r in load_eval_set()]
+    hits = np.array([[a.search(c) for a in aspects] for c in clauses], float)
+    trained = aspect_model.train_model(aspects, None)
+    assert (shipped_aspects.predict(clauses, hits, None) == trained.predict(clauses, hits, None)).all()
+
+
+def test_a_shipped_model_for_other_data_or_versions_is_refused(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from shoplens.text import aspect_model, sentiment
+
+    ngram = resources.files("shoplens").joinpath(sentiment.SHIPPED)
+    assert sentiment.load_ngram(ngram, "0" * 16) is None  # another config, data or scikit-learn: retrain
+    assets = resources.files("shoplens").joinpath(aspect_model.SHIPPED)
+    assert aspect_model.load_shipped(assets, "0" * 16) is None

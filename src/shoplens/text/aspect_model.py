@@ -96,6 +96,61 @@ class AspectClassifier:
         return out
 
 
+SHIPPED = "data/aspects_model.npz"  # the trained default model (no embeddings): a first run trains nothing
+
+
+def export_model(model: AspectClassifier, digest: str, path: Any) -> Any:
+    """The model as plain arrays tagged with ``digest`` (``_digest``): IDF where it is not
+    the default, and each aspect's non-zero weights (no pickle)."""
+    if model.embedder_id is not None:
+        raise ValueError("only the model without embeddings is shipped")
+    idf = model.tfidf_.idf_
+    seen = np.flatnonzero(idf != idf.max()).astype(np.int32)
+    arrays: dict[str, Any] = {"digest": np.array(digest), "names": np.array(model.names), "n": np.array(len(idf)),
+                              "idf_idx": seen, "idf": idf[seen], "idf_default": np.array(float(idf.max()))}
+    for j, m in enumerate(model.models_):
+        if m is None:
+            continue
+        coef = m.coef_.tocsr() if hasattr(m.coef_, "tocsr") else m.coef_
+        from scipy.sparse import csr_matrix
+
+        coef = csr_matrix(coef)
+        arrays[f"w{j}_idx"], arrays[f"w{j}"] = coef.indices.astype(np.int32), coef.data
+        arrays[f"w{j}_n"], arrays[f"b{j}"] = np.array(coef.shape[1]), m.intercept_
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load_shipped(path: Any, digest: str) -> AspectClassifier | None:
+    """The shipped model when made for ``digest`` (same rows, aspects, config, embedder
+    and scikit-learn version), else None."""
+    from scipy.sparse import csr_matrix
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    with np.load(path) as z:
+        if str(z["digest"]) != digest:
+            return None
+        model = AspectClassifier([str(n) for n in z["names"]], None)
+        idf = np.full(int(z["n"]), float(z["idf_default"]))
+        idf[z["idf_idx"]] = z["idf"]
+        model.hashers_ = ngram_hashers()
+        model.tfidf_ = TfidfTransformer(sublinear_tf=True)
+        model.tfidf_.idf_ = idf
+        model.models_ = []
+        for j in range(len(model.names)):
+            if f"w{j}" not in z:
+                model.models_.append(None)
+                continue
+            n = int(z[f"w{j}_n"])
+            clf = LogisticRegression(C=MODEL_CONFIG["C"], class_weight=MODEL_CONFIG["class_weight"])
+            clf.classes_ = np.array([0, 1])
+            clf.coef_ = csr_matrix((z[f"w{j}"], z[f"w{j}_idx"], np.array([0, len(z[f"w{j}_idx"])])), shape=(1, n))
+            clf.intercept_ = z[f"b{j}"]
+            model.models_.append(clf)
+    return model
+
+
 def training_rows() -> list[dict[str, Any]]:
     """The labelled clauses the model may learn from: never a test row."""
     from shoplens.text.labelled import is_test, load_eval_set
@@ -118,6 +173,30 @@ def _digest(rows: list[dict[str, Any]], aspects: Sequence[Any], embedder_id: str
 _LOADED: dict[str, AspectClassifier] = {}
 
 
+def train_model(aspects: Sequence[Any], embedder: Embedder | None,
+                rows: list[dict[str, Any]] | None = None) -> AspectClassifier:
+    """Train on the training clauses (seconds; learned-e5 also embeds them)."""
+    rows = rows if rows is not None else training_rows()
+    names = [a.name for a in aspects]
+    clauses = [prepare(r["clause"]).text for r in rows]  # as the build sees them: masked, normalised
+    hits = np.array([[a.search(c) for a in aspects] for c in clauses], float)
+    labels = np.array([[n in r["labels"] for n in names] for r in rows], int)
+    vectors = embedder.embed(clauses) if embedder is not None else None
+    return AspectClassifier(names, embedder.id if embedder is not None else None).fit(clauses, hits, vectors, labels)
+
+
+def ship(path: Any) -> str:
+    """Train the default model (bundled aspects, no embeddings) and write it to ``path``;
+    returns its digest (``shoplens train sentiment`` ships it with the sentiment model)."""
+    from shoplens.text.aspects import load_aspects
+
+    aspects = load_aspects(None)
+    rows = training_rows()
+    digest = _digest(rows, aspects, None)
+    export_model(train_model(aspects, None, rows), digest, path)
+    return digest
+
+
 def load_aspect_model(aspects: Sequence[Any], embedder: Embedder | None) -> AspectClassifier:
     """The trained model for these aspects and embedder: loaded once per process, from
     the model cache or trained now."""
@@ -125,19 +204,21 @@ def load_aspect_model(aspects: Sequence[Any], embedder: Embedder | None) -> Aspe
 
     rows = training_rows()
     embedder_id = embedder.id if embedder is not None else None
-    path = model_dir() / f"aspects-{_digest(rows, aspects, embedder_id)}.pkl"
+    digest = _digest(rows, aspects, embedder_id)
+    path = model_dir() / f"aspects-{digest}.pkl"
     if str(path) in _LOADED:
         return _LOADED[str(path)]
+    from importlib import resources
+
+    shipped = resources.files("shoplens").joinpath(SHIPPED)
+    if embedder_id is None and shipped.is_file() and (found := load_shipped(shipped, digest)) is not None:
+        _LOADED[str(path)] = found
+        return found
     if path.exists():
         with open(path, "rb") as fh:
             _LOADED[str(path)] = pickle.load(fh)
         return _LOADED[str(path)]
-    names = [a.name for a in aspects]
-    clauses = [prepare(r["clause"]).text for r in rows]  # as the build sees them: masked, normalised
-    hits = np.array([[a.search(c) for a in aspects] for c in clauses], float)
-    labels = np.array([[n in r["labels"] for n in names] for r in rows], int)
-    vectors = embedder.embed(clauses) if embedder is not None else None
-    model = AspectClassifier(names, embedder_id).fit(clauses, hits, vectors, labels)
+    model = train_model(aspects, embedder, rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as fh:

@@ -48,7 +48,16 @@ def train(out: Path | None = None, on_progress: Progress | None = None) -> dict[
 
     target = out or Path(str(resources.files("shoplens").joinpath(HEAD_FILE)))
     target.write_text(json.dumps(head) + "\n", encoding="utf-8")
-    return {"artifact": str(path), "hash": artifact_hash(splits), "head": str(target), "head_train_texts": head["n_train"]}
+    # the trained models ship with the package (plain arrays), so a first run trains nothing
+    from shoplens.text import aspect_model
+    from shoplens.text.sentiment import SHIPPED, export_ngram
+
+    package = Path(str(resources.files("shoplens")))
+    ngram = export_ngram(model, artifact_hash(splits), package / SHIPPED)
+    aspects = package / aspect_model.SHIPPED
+    aspect_digest = aspect_model.ship(aspects)
+    return {"artifact": str(path), "hash": artifact_hash(splits), "head": str(target), "head_train_texts": head["n_train"],
+            "shipped": [str(ngram), str(aspects)], "aspects_hash": aspect_digest}
 
 
 def _vader(texts: list[str]) -> np.ndarray:
