@@ -169,7 +169,7 @@ def test_a_profiling_withdrawal_hides_the_profile_at_once(shop: Path, server: di
     assert _call(server, "GET", f"/profiles/{cid}/consent", "analyst").json()["profiled"] is False
 
 
-def test_exports_name_their_channel_and_bad_consent_input_is_a_clear_400(server: dict) -> None:
+def test_exports_name_their_channel_and_bad_consent_input_is_a_clear_400(shop: Path, server: dict) -> None:
     r = _call(server, "POST", "/audiences", "analyst", {"text": "n_orders >= 1", "format": "csv"})
     assert r.status_code == 400 and "channel" in r.json()["error"]
     assert _call(server, "POST", "/audiences", "analyst", {"text": "n_orders >= 1", "channel": "fax"}).status_code == 422
@@ -179,6 +179,15 @@ def test_exports_name_their_channel_and_bad_consent_input_is_a_clear_400(server:
         r = _call(server, "POST", f"/profiles/{db_cid}/consent", "admin", body)
         assert r.status_code == 400 and r.json()["code"] == "consent", body
     assert _call(server, "GET", "/profiles/c_doesnotexist/consent", "analyst").status_code == 404
+    import time
+
+    from shoplens.serving.access import access_path
+
+    time.sleep(0.3)  # the audit commits in groups
+    with sqlite3.connect(access_path(load_config(shop / "shoplens.toml").store_path)) as db:
+        named = db.execute("SELECT count(*) FROM audit WHERE customer_id = 'c_doesnotexist' OR "
+                           "instr(path, 'doesnotexist') > 0").fetchone()[0]
+    assert named == 0  # the audit names only customers that exist
 
 
 def test_match_keys_only_for_ad_consent_and_only_hashed(shop: Path, server: dict) -> None:

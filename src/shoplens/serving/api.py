@@ -247,8 +247,9 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         record = audit_record(request)
         who = principal(request, x_api_key)
         cid = resolve(who, customer_id, record)
+        view = consent_view(reader, ledger, cid)  # 404 first: the audit names only customers that exist
         record.path, record.customer_id = f"/profiles/{cid}/consent", cid
-        return consent_view(reader, ledger, cid)
+        return view
 
     @app.post("/profiles/{customer_id}/consent")
     def set_consent(request: Request, customer_id: str, body: ConsentRequest,
@@ -258,8 +259,8 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         who = principal(request, x_api_key)
         require_role(who, "admin", "service", what="record consent")
         cid = resolve(who, customer_id, record)
+        consent_view(reader, ledger, cid)  # 404 for a customer the store does not know (and no audit name)
         record.path, record.customer_id = f"/profiles/{cid}/consent", cid
-        consent_view(reader, ledger, cid)  # 404 for a customer the store does not know
         record_change(store_path, cid, body.purpose, body.channel, body.status, f"{body.source} ({who.name})",
                       cfg.defaults.timezone)
         ledger.refresh()
