@@ -335,8 +335,9 @@ class Ledger:
 
 def withdrew_profiling(ledger: Ledger, reader: Any, cid: str) -> bool:
     """Whether ``cid`` withdrew profiling after the served snapshot was built: their
-    profile is no longer shown, by the API or the CLI."""
-    return ledger.state(reader.snapshot_id()).get(cid, {}).get("profiling") is False
+    profile is no longer shown, by the API or the CLI. Call it after a read: it takes
+    the snapshot of the file that read used."""
+    return ledger.state(reader.snapshot_id(fresh=False)).get(cid, {}).get("profiling") is False
 
 
 def fold(changes: Iterable[Change]) -> dict[str, dict[str, bool]]:

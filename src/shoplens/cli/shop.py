@@ -191,7 +191,7 @@ def profile(
     reader = ProfileReader(cfg.store_path)
     ledger = Ledger(cfg.store_path)  # a withdrawal of profiling since the build hides the profile at once
     doc = next((d for c in candidate_pseudonyms(customer_id, keys)
-                if not withdrew_profiling(ledger, reader, c) and (d := reader.get(c)) is not None), None)
+                if (d := reader.get(c)) is not None and not withdrew_profiling(ledger, reader, c)), None)
     if doc is None:
         hint = "" if keys is not None else " (no secret key available, so only pseudonyms c_... can be looked up)"
         raise NotFoundError(f"customer '{customer_id}' not found in the published profiles{hint}")

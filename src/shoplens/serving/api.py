@@ -112,7 +112,8 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
 
     def served_raw(cid: str) -> str | None:
         """The profile document, unless the customer withdrew profiling since the build."""
-        return None if withdrew_profiling(ledger, reader, cid) else reader.get_raw(cid)
+        raw = reader.get_raw(cid)
+        return None if raw is None or withdrew_profiling(ledger, reader, cid) else raw
     # one DuckDB user at a time in this process: an erasure replaces the file (compaction),
     # which must not happen under another open handle
     store_lock = threading.Lock()

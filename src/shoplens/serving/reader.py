@@ -201,9 +201,11 @@ class ProfileReader:
                 self._invalidate(path)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def snapshot_id(self) -> int | None:
-        """The snapshot of the file being served."""
-        m = _SNAP_NAME.match(self._choose().path.name)
+    def snapshot_id(self, fresh: bool = True) -> int | None:
+        """The snapshot of the file being served; ``fresh=False`` takes the file chosen
+        for the last read without checking again (a hot path that has just read)."""
+        choice = self._choice if not fresh and self._choice is not None else self._choose()
+        m = _SNAP_NAME.match(choice.path.name)
         return int(m.group(1)) if m else None
 
     def get_raw(self, customer_id: str) -> str | None:
