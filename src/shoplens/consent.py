@@ -112,8 +112,9 @@ def state_expr(customers: Any, consents: Any, cfg: ConsentConfig, keys: Iterable
     """Every customer's consent per key (an Ibis table: ``customer_id`` and one boolean
     per key of ``keys``), from the consent records and the defaults."""
     out = customers.select("customer_id")
-    for key, purpose, channel in (k for k in KEYS if k[0] in set(keys)):
-        c = consents.filter((consents.purpose == purpose) & consents.channel.isin(list(dict.fromkeys((channel, "any")))))
+    for key in (k for k in KEY_NAMES if k in set(keys)):
+        purpose, channels = covers(key)
+        c = consents.filter((consents.purpose == purpose) & consents.channel.isin(list(channels)))
         order = [c.consent_ts.desc(), (c.channel == "any").cast("int8")]  # the channel's own record wins a tie
         latest = c.mutate(_k=ibis.row_number().over(group_by=c.customer_id, order_by=order)).filter(lambda t: t._k == 0)
         latest = latest.select(cid=latest.customer_id, granted=latest.status == "granted")
@@ -131,8 +132,8 @@ def allowed_expr(customers: Any, consents: Any, cfg: ConsentConfig, key: str = "
 class ConsentedEngine:
     """An engine whose canonical tables hold only customers with profiling consent (and
     their orders, order lines, events and texts): what every build stage reads. The
-    fingerprints of those tables change with the consent records and settings, so a
-    withdrawal re-runs the stages it affects."""
+    fingerprints of those tables change with who is allowed, so a profiling withdrawal
+    re-runs the stages and any other consent change none of them."""
 
     def __init__(self, engine: Any, cfg: Config) -> None:
         self.unfiltered = engine
