@@ -266,13 +266,15 @@ def test_no_audience_or_export_holds_a_customer_without_consent(states: list[dic
     db = _file(states, spend)
     chosen = select(db, "n_orders >= ?", [threshold], channel, _Ledger(ledger), None)  # type: ignore[arg-type]
     key = channel_key(channel)
-    for cid in chosen.customer_ids:
+    kept = chosen.ids(db)
+    assert len(kept) == chosen.kept
+    for cid in kept:
         i = int(cid[2:])
         assert states[i][key] and states[i]["profiling"] and spend[i] >= threshold
         assert ledger.get(cid, {}).get(key) is not False and ledger.get(cid, {}).get("profiling") is not False
     eligible = [i for i, s in enumerate(states) if s["profiling"] and spend[i] >= threshold]
     assert chosen.matched == len(eligible)
-    assert chosen.matched - sum(chosen.excluded.values()) == len(chosen.customer_ids)
+    assert chosen.matched - sum(chosen.excluded.values()) == len(kept)
 
 
 def test_the_unprofiled_count_in_shop_totals_only_when_configured(shop: Path, tmp_path: Path) -> None:

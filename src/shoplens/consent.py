@@ -25,6 +25,7 @@ records but leave the checks to each use), so this module is ours.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -37,6 +38,7 @@ from typing import Any
 import ibis
 
 from shoplens.config import Config, ConsentConfig
+from shoplens.engine.base import number
 from shoplens.errors import ConsentError
 from shoplens.schema import CONSENT_CHANNELS, CONSENT_PURPOSES
 
@@ -153,11 +155,8 @@ class ConsentedEngine:
         common case costs one count per build)."""
         if self._everyone is None:
             e = self.unfiltered
-            customers = e.table("customers")
-            allowed = self._allowed()
-            n = e.collect(customers.agg(n=customers.count())).column("n")[0].as_py()
-            m = e.collect(allowed.agg(n=allowed.count())).column("n")[0].as_py()
-            self._everyone = n == m
+            state = state_expr(e.table("customers"), e.table("consents"), self.cfg, ("profiling",))
+            self._everyone = number(e, (~state.profiling).cast("int64").sum()) == 0
         return self._everyone
 
     def table(self, name: str, snapshot: Any = None) -> Any:
@@ -398,18 +397,27 @@ class ConsentStage:
 
 @dataclass
 class Selection:
-    """An audience after the consent checks: the customers kept and, per reason, how
-    many the filter matched but consent left out."""
+    """An audience after the consent checks, as a condition on the serving file's
+    ``flat`` (so counting and paging stay in SQLite): how many the filter matched, how
+    many were kept, and per reason how many consent left out."""
 
-    customer_ids: list[str]
+    where: str  # the filter and the consent checks, over ``flat``
+    params: list[Any]
     matched: int  # what the filter alone selects
+    kept: int
     channel: str | None
     key: str | None
     excluded: dict[str, int]
 
+    def ids(self, db: sqlite3.Connection, limit: int | None = None, offset: int = 0) -> list[str]:
+        """The kept customers' ids in id order (a page of them with ``limit``)."""
+        page = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        return [r[0] for r in db.execute(f"SELECT customer_id FROM flat WHERE {self.where} ORDER BY customer_id{page}",
+                                         self.params)]
+
     def report(self) -> dict[str, Any]:
         return {"channel": self.channel, "consent_key": self.key, "matched_by_filter": self.matched,
-                "excluded": self.excluded, "kept": len(self.customer_ids)}
+                "excluded": self.excluded, "kept": self.kept}
 
 
 EXCLUDED_REASONS = {
@@ -425,24 +433,29 @@ def select(db: sqlite3.Connection, where: str, params: list[Any], channel: str |
     consent state of the build, minus withdrawals recorded since (``ledger``). A
     withdrawal of profiling removes a customer from every audience."""
     key = None if channel is None else channel_key(channel)
-    ids = [r[0] for r in db.execute(f"SELECT customer_id FROM flat WHERE {where} ORDER BY customer_id", params)]
-    matched = len(ids)
+
+    def count(cond: str, args: list[Any]) -> int:
+        return int(db.execute(f"SELECT count(*) FROM flat WHERE {cond}", args).fetchone()[0])
+
+    cond, args = f"({where})", list(params)
+    matched = count(cond, args)
     excluded = {"no_consent": 0, "withdrawn_since_build": 0}
+    kept = matched
     if key is not None:
-        has_state = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'consent_state'").fetchone()[0]
-        if not has_state:
+        if not db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'consent_state'").fetchone()[0]:
             raise ConsentError("the serving file predates consent checks: run 'shoplens build' before exporting "
                                "for a channel")
-        allowed = {r[0] for r in db.execute(f"SELECT customer_id FROM consent_state WHERE {key} = 1")}
-        kept = [i for i in ids if i in allowed]
-        excluded["no_consent"] = len(ids) - len(kept)
-        ids = kept
-    if ledger is not None:
-        denied = ledger.denied(snapshot, "profiling") | (ledger.denied(snapshot, key) if key else set())
-        kept = [i for i in ids if i not in denied]
-        excluded["withdrawn_since_build"] = len(ids) - len(kept)
-        ids = kept
-    return Selection(ids, matched, channel, key, excluded)
+        cond += f" AND customer_id IN (SELECT customer_id FROM consent_state WHERE {key} = 1)"
+        kept = count(cond, args)
+        excluded["no_consent"] = matched - kept
+    denied = set() if ledger is None else ledger.denied(snapshot, "profiling") | (
+        ledger.denied(snapshot, key) if key else set())
+    if denied:  # a JSON list as one parameter: the serving file is opened read-only
+        cond += " AND customer_id NOT IN (SELECT value FROM json_each(?))"
+        args.append(json.dumps(sorted(denied)))
+        before, kept = kept, count(cond, args)
+        excluded["withdrawn_since_build"] = before - kept
+    return Selection(cond, args, matched, kept, channel, key, excluded)
 
 
 def consent_view(reader: Any, ledger: Ledger, cid: str) -> dict[str, Any]:

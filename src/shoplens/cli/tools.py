@@ -308,7 +308,7 @@ def audience(
     db = reader.db()
     chosen = select(db, where, params, channel, Ledger(cfg.store_path), reader.snapshot_id())
     console.print(f"filter: {to_text(tree)}", soft_wrap=True)
-    console.print(f"{len(chosen.customer_ids):,} customers" + (f" for {channel}" if channel else ""))
+    console.print(f"{chosen.kept:,} customers" + (f" for {channel}" if channel else ""))
     for reason, n in chosen.excluded.items():
         if n:
             en, zh = EXCLUDED_REASONS[reason]
@@ -316,8 +316,8 @@ def audience(
     if out is not None:
         import pandas as pd
 
-        frame = pd.read_sql_query("SELECT * FROM flat ORDER BY customer_id", db)
-        frame = frame[frame.customer_id.isin(set(chosen.customer_ids))]
+        frame = pd.read_sql_query(f"SELECT * FROM flat WHERE {chosen.where} ORDER BY customer_id", db,
+                                  params=chosen.params)
         if match_keys:
             from shoplens.privacy import optional_keys
             from shoplens.serving.match_keys import MATCH_COLUMNS

@@ -87,6 +87,12 @@ class Engine(Protocol):
     def drop(self, snapshot: Snapshot, name: str) -> None: ...
 
 
+def number(engine: Engine, scalar: Any) -> int:
+    """An integer aggregate (an Ibis scalar expression) computed by ``engine``; NULL,
+    e.g. the sum of nothing, is 0."""
+    return int(engine.collect(scalar.name("n").as_table()).column(0)[0].as_py() or 0)
+
+
 def grouped_chunks(batches: Iterable[pa.RecordBatch], key: str, rows: int = 20_000) -> Iterator[pa.Table]:
     """Re-cut a stream of batches sorted by ``key`` into tables of about ``rows`` rows
     that never split a group (the last group of a chunk waits for the next batch)."""

@@ -19,7 +19,7 @@ import ibis
 import numpy as np
 import pyarrow as pa
 
-from shoplens.engine.base import Snapshot
+from shoplens.engine.base import Snapshot, number
 from shoplens.llm import provider_from_config
 from shoplens.models.btyd import ModelError
 from shoplens.models.personas import llm_persona, segment_stats
@@ -78,7 +78,7 @@ def segment_snapshot(ctx: BuildContext, segments: TableSpec, assignments: TableS
     cfg, engine, snap = ctx.cfg, ctx.engine, ctx.snapshot
     sc = cfg.segments
     rows = segment_rows(engine, snap)
-    n = int(engine.collect(rows.agg(n=rows.count())).column("n")[0].as_py())
+    n = number(engine, rows.count())
     sampled = rows.order_by("customer_id").limit(sc.fit_sample) if n > sc.fit_sample else rows
     frame = engine.collect(sampled).to_pandas().set_index("customer_id").sort_index()
     design = Design.fit(frame)

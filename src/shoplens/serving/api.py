@@ -23,7 +23,14 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shoplens.config import Config
-from shoplens.consent import Ledger, consent_view, record_change, select, withdrew_profiling
+from shoplens.consent import (
+    Ledger,
+    Selection,
+    consent_view,
+    record_change,
+    select,
+    withdrew_profiling,
+)
 from shoplens.errors import ConfigError, ConsentError, NotFoundError
 from shoplens.fsutil import private_umask
 from shoplens.privacy import PSEUDONYM_PREFIX, Keys
@@ -231,12 +238,11 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
             if body.match_keys:
                 from shoplens.serving.match_keys import match_keys
 
-                hashed = _locked(store_lock, match_keys, store_path, keys, chosen.customer_ids)
-            return _export(db, chosen.customer_ids, body.format, chosen.report(), hashed)
-        start = (body.page - 1) * body.page_size
-        out = {"filter": tree, "filter_text": to_text(tree), "total": len(chosen.customer_ids), "page": body.page,
-               "page_size": body.page_size, "customer_ids": chosen.customer_ids[start:start + body.page_size],
-               "consent": chosen.report()}
+                hashed = _locked(store_lock, match_keys, store_path, keys, chosen.ids(db))
+            return _export(db, chosen, body.format, hashed)
+        out = {"filter": tree, "filter_text": to_text(tree), "total": chosen.kept, "page": body.page,
+               "page_size": body.page_size, "consent": chosen.report(),
+               "customer_ids": chosen.ids(db, body.page_size, (body.page - 1) * body.page_size)}
         if explanation is not None:
             out["explanation"] = explanation
         return out
@@ -316,23 +322,19 @@ class ShopLensAPI(FastAPI):
             await self.front(scope, receive, send)
 
 
-def _export(db: Any, ids: list[str], fmt: str, consent: dict[str, Any],
-            hashed: dict[str, dict[str, str | None]] | None = None) -> Response:
+def _export(db: Any, chosen: Selection, fmt: str, hashed: dict[str, dict[str, str | None]] | None = None) -> Response:
     import pyarrow as pa
 
-    names = [d[1] for d in db.execute("PRAGMA table_info(flat)").fetchall()]
-    rows = []
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        rows += db.execute(f"SELECT * FROM flat WHERE customer_id IN ({','.join('?' * len(chunk))}) ORDER BY customer_id",
-                           chunk).fetchall()
+    cur = db.execute(f"SELECT * FROM flat WHERE {chosen.where} ORDER BY customer_id", chosen.params)
+    names = [d[0] for d in cur.description]
+    rows = cur.fetchall()
     table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
     if hashed is not None:
         for col in ("email_sha256", "phone_sha256"):
             table = table.append_column(col, pa.array([hashed[r[0]][col] for r in rows], pa.string()))
     buf = io.BytesIO()
     # who consent left out, and why: for the caller, beside the file
-    headers = {"X-ShopLens-Consent": json.dumps(consent, separators=(",", ":"))}
+    headers = {"X-ShopLens-Consent": json.dumps(chosen.report(), separators=(",", ":"))}
     if fmt == "csv":
         import pyarrow.csv as pcsv
 

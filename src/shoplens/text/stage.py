@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from shoplens import __version__
 from shoplens.config import Config
-from shoplens.engine.base import Snapshot
+from shoplens.engine.base import Snapshot, number
 from shoplens.pipeline.stage import BaseStage, BuildContext, StageReport, TableSpec, settings_hash
 from shoplens.text.aspects import load_aspects
 from shoplens.text.rows import ROWS, SOURCE, TextRows, customer_text_rows, vector_matrix
@@ -84,7 +84,7 @@ class TextStage(BaseStage):
         analysis, aspects, topics_spec, per_customer = self.makes
         texts, products = engine.table("texts"), engine.table("products")
         source = texts.left_join(products.select("product_id", "category"), "product_id").select(*SOURCE.names)
-        n = _number(engine, texts.count())
+        n = number(engine, texts.count())
         ctx.on_info(f"text: analysing {n:,} texts")
         if not engine.local_workers:  # executors on other machines: no cache erasure could reach
             cfg = cfg.model_copy(update={"text": cfg.text.model_copy(update={"cache": None})})
@@ -110,7 +110,7 @@ class TextStage(BaseStage):
         engine.map_groups(snap, per_customer.name, joined, "customer_id",
                           partial(customer_text_rows, aspects=names, categories=categories, schema=schema), schema,
                           within=("text_id",))
-        reused = _number(engine, rows.cached.sum())
+        reused = number(engine, rows.cached.sum())
         for scratch in ("_text_rows", "_topic_of"):
             engine.drop(snap, scratch)
         in_process = engine.name == "duckdb"  # on Spark the embedders run (and count) in the executors
@@ -121,17 +121,12 @@ class TextStage(BaseStage):
             "outlier_share": round(getattr(model, "outlier_share_", 0.0), 4)})
 
 
-def _number(engine: Any, scalar: Any) -> int:
-    """An integer aggregate computed by the engine (NULL, e.g. the sum of nothing, is 0)."""
-    return int(engine.collect(scalar.name("n").as_table()).column(0)[0].as_py() or 0)
-
-
 def _topics(ctx: BuildContext, rows: Any) -> tuple[TopicModel | None, dict[int, int]]:
     """Fit topics and write ``_topic_of`` (text id -> topic id); returns the model and
     the number of texts per topic."""
     cfg, engine, snap = ctx.cfg, ctx.engine, ctx.snapshot
     live = rows.filter(rows.live).select("text_id", "language", "vector", "tokens")
-    n_live = _number(engine, live.count())
+    n_live = number(engine, live.count())
     if not cfg.text.topics or not n_live:
         ctx.write(TableSpec("_topic_of", TOPIC_OF), pa.table({"text_id": [], "topic_id": []}, schema=TOPIC_OF))
         return None, {}
@@ -155,7 +150,7 @@ def _every_kth(live: Any, k: int) -> Any:
     """Every ``k``-th live text in text id order: a sample that is the same on every
     engine and every run (a random one changed the topics from build to build)."""
     ids = live.select("text_id")
-    ids = ids.mutate(i=ibis.row_number().over(order_by=ids.text_id)).filter(lambda t: t.i % k == 0)
+    ids = ids.mutate(i=ibis.rownumber().over(order_by=ids.text_id)).filter(lambda t: t.i % k == 0)
     return live.semi_join(ids.select("text_id"), "text_id")
 
 
