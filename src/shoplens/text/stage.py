@@ -150,7 +150,7 @@ def _every_kth(live: Any, k: int) -> Any:
     """Every ``k``-th live text in text id order: a sample that is the same on every
     engine and every run (a random one changed the topics from build to build)."""
     ids = live.select("text_id")
-    ids = ids.mutate(i=ibis.rownumber().over(order_by=ids.text_id)).filter(lambda t: t.i % k == 0)
+    ids = ids.mutate(i=ibis.row_number().over(order_by=ids.text_id)).filter(lambda t: t.i % k == 0)
     return live.semi_join(ids.select("text_id"), "text_id")
 
 
