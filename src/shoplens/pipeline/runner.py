@@ -225,6 +225,7 @@ def run_stages(ctx: BuildContext, stages: Sequence[Stage], steps: list[Planned],
         if on_step:
             on_step(f"{stage.name} ({step.action})", i, total)
         ctx.on_info = _reporter(on_step, i, total)
+        ctx.on_note = getattr(on_step, "note", ctx.on_info)  # the CLI prints notes above its progress bar
         t0 = time.perf_counter()
         report = StageReport()
         if step.action == SKIP:

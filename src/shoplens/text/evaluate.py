@@ -38,26 +38,35 @@ from shoplens.text.sentiment import (
 
 
 def train(out: Path | None = None, on_progress: Progress | None = None) -> dict[str, Any]:
-    """Train the n-gram artifact and the stacked head; write the head JSON."""
-    splits = load_splits()
-    model, path = train_sentiment(splits)
-    emb = user_e5(on_progress)
-    head = train_head(model, splits, emb.embed)
-    emb.close()
+    """Train the n-gram artifact, the original stacked head and the cascade's heads and
+    bands (``cascade.train_heads``); write them into the package."""
     from importlib import resources
 
-    target = out or Path(str(resources.files("shoplens").joinpath(HEAD_FILE)))
-    target.write_text(json.dumps(head) + "\n", encoding="utf-8")
-    # the trained models ship with the package (plain arrays), so a first run trains nothing
     from shoplens.text import aspect_model
-    from shoplens.text.sentiment import SHIPPED, export_ngram
+    from shoplens.text.cascade import HEADS_FILE, _cv, hand_labelled, train_heads
+    from shoplens.text.embed import user_embedder
+    from shoplens.text.sentiment import SHIPPED, _logit, export_ngram, out_of_fold, training_hash
 
+    splits = load_splits()
+    model, path = train_sentiment(splits)
+    texts, labels, oof = out_of_fold(splits)
+    e5, use = user_e5(on_progress), user_embedder("use", on_progress)
+    vectors = e5.embed(texts)
+    head = train_head(splits, texts, labels, oof, vectors)
+    legacy = _cv(np.c_[_logit(oof), vectors], labels)  # the replaced configuration, out of fold
+    heads = train_heads(oof, texts, labels, {use.id: use.embed, e5.id: e5.embed}, e5.id, legacy, training_hash(splits), hand_labelled(), head)
+    e5.close()
+    use.close()
     package = Path(str(resources.files("shoplens")))
+    target = out or package / HEAD_FILE
+    target.write_text(json.dumps(head) + "\n", encoding="utf-8")
+    (target.parent / Path(HEADS_FILE).name).write_text(json.dumps(heads, indent=1) + "\n", encoding="utf-8")
+    # the trained models ship with the package (plain arrays), so a first run trains nothing
     ngram = export_ngram(model, artifact_hash(splits), package / SHIPPED)
     aspects = package / aspect_model.SHIPPED
     aspect_digest = aspect_model.ship(aspects)
     return {"artifact": str(path), "hash": artifact_hash(splits), "head": str(target), "head_train_texts": head["n_train"],
-            "shipped": [str(ngram), str(aspects)], "aspects_hash": aspect_digest}
+            "shipped": [str(ngram), str(aspects)], "aspects_hash": aspect_digest, "cascade": heads["validation"]}
 
 
 def _vader(texts: list[str]) -> np.ndarray:
@@ -96,8 +105,39 @@ def _accuracy(hits: np.ndarray) -> dict[str, Any]:
     return {"accuracy": round(float(hits.mean()), 4), "ci95": [round(ci.low, 4), round(ci.high, 4)]}
 
 
-def evaluate_verified(model: SentimentModel, embed: Callable[[list[str]], np.ndarray] | None) -> dict[str, Any]:
-    """Scores against the verified labels (module docstring); ``embed`` None skips the stack."""
+def default_cascade(model: SentimentModel, on_progress: Progress | None = None) -> tuple[Any, Any]:
+    """The default configuration's scorer (USE bulk vectors, e5 for the unsure) with the
+    per-user embedding caches; returns (cascade, bulk embedder)."""
+    from shoplens.text.cascade import Cascade
+    from shoplens.text.embed import user_embedder
+
+    bulk = user_embedder("use")
+    return Cascade(model, bulk.id, user_e5(on_progress)), bulk
+
+
+def _configurations(model: SentimentModel, texts: list[str], on_progress: Progress | None,
+                    embed: bool = True) -> dict[str, dict[str, Any]]:
+    """P(positive) and route shares of each configuration on ``texts``: the n-gram model,
+    the replaced one (shared e5 head on every text) and the default cascade."""
+    out: dict[str, dict[str, Any]] = {"ngram": {"p": model.predict_proba(texts)}}
+    if not embed:
+        return out
+    cascade, bulk = default_cascade(model, on_progress)
+    if model.head_ is not None:
+        out["replaced"] = {"p": model.predict_proba(texts, cascade.refine.embed(texts) if cascade.refine else None)}
+    t0 = time.perf_counter()
+    p, via = cascade.score(texts, bulk.embed(texts))
+    out["cascade"] = {"p": p, "refined_share": round(sum(v != bulk.id and v != "ngram" for v in via) / max(len(via), 1), 4),
+                      "seconds": round(time.perf_counter() - t0, 2)}
+    bulk.close()
+    if cascade.refine is not None:
+        cascade.refine.close()
+    return out
+
+
+def evaluate_verified(model: SentimentModel, on_progress: Progress | None = None, embed: bool = True) -> dict[str, Any]:
+    """Scores against the verified labels (module docstring); ``embed`` False: the n-gram
+    model alone."""
     rows = load_verified()
     clear = [r for r in rows if r["verified"] != "mixed"]
     texts = [r["text"] for r in clear]
@@ -105,35 +145,29 @@ def evaluate_verified(model: SentimentModel, embed: Callable[[list[str]], np.nda
     corpus = np.array([int(r["corpus_label"]) for r in clear])
     out: dict[str, Any] = {"n": len(rows), "mixed": len(rows) - len(clear), "n_clear": len(clear),
                            "corpus_label_agreement": _accuracy(corpus == truth)}
-    out["ngram"] = _accuracy((model.predict_proba(texts) >= 0.5) == truth)
-    if embed is not None and model.head_ is not None:
-        out["stacked"] = _accuracy((model.predict_proba(texts, embed(texts)) >= 0.5) == truth)
+    for name, got in _configurations(model, texts, on_progress, embed).items():
+        out[name] = _accuracy((got["p"] >= 0.5) == truth) | {k: v for k, v in got.items() if k != "p"}
     out["baseline"] = {"name": BASELINES["zh"][0], **_accuracy(BASELINES["zh"][1](texts) == truth)}
     return out
 
 
 def evaluate_sentiment(on_progress: Progress | None = None) -> dict[str, Any]:
-    """Accuracy per language and method on the held-out splits, with texts/s."""
+    """Accuracy per language on the held-out splits: the n-gram model, the configuration
+    the cascade replaced (the shared e5 head on every text), the default cascade (with
+    the share of texts it sent to e5) and the baseline, in one run."""
     splits = load_splits()
     model: SentimentModel = load_sentiment()
-    emb = user_e5(on_progress)
     out: dict[str, Any] = {"hash": artifact_hash(splits), "n_train": len(splits.train_texts), "languages": {}}
     for lang, (texts, labels) in splits.test.items():
         row: dict[str, Any] = {"n_test": len(texts), "positive_share": round(float(labels.mean()), 4)}
-        t0 = time.perf_counter()
-        p = model.predict_proba(texts)
-        row["ngram"] = {"accuracy": round(float(((p >= 0.5) == labels).mean()), 4),
-                        "texts_per_s": round(len(texts) / (time.perf_counter() - t0))}
-        if model.head_ is not None:
-            vectors = emb.embed(texts)
-            ps = model.predict_proba(texts, vectors)
-            row["stacked"] = {"accuracy": round(float(((ps >= 0.5) == labels).mean()), 4)}
+        for name, got in _configurations(model, texts, on_progress).items():
+            row[name] = {"accuracy": round(float(((got["p"] >= 0.5) == labels).mean()), 4)} | {
+                k: v for k, v in got.items() if k != "p"}
         name, fn = BASELINES[lang]
         t0 = time.perf_counter()
         b = fn(texts)
         row["baseline"] = {"name": name, "accuracy": round(float((b == labels).mean()), 4),
                            "texts_per_s": round(len(texts) / (time.perf_counter() - t0))}
         out["languages"][lang] = row
-    out["zh_verified"] = evaluate_verified(model, emb.embed)
-    emb.close()
+    out["zh_verified"] = evaluate_verified(model, on_progress)
     return out

@@ -14,8 +14,10 @@ The analysers are loaded once per process (per Spark worker), not per batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +28,7 @@ import pyarrow as pa
 
 from shoplens.text.embed import text_key
 from shoplens.text.keywords import interests
+from shoplens.text.preprocess import Prepared, prepare
 from shoplens.text.sentiment import label
 
 ASPECT = pa.struct([("aspect", pa.string()), ("polarity", pa.string()), ("score", pa.float64()),
@@ -43,13 +46,25 @@ _ANALYSERS: dict[str, Any] = {}  # per process: settings hash -> Analysers
 _RESULT_FIELDS = ("language", "sentiment", "keywords", "truncated", "live", "tokens", "aspects")
 
 
+def result_key(prepared: Prepared) -> str:
+    """The result cache's key: the masked, normalised text (and whether it was cut), so
+    texts that differ only in width, repeated punctuation or spacing (好评！！ / 好评!)
+    are analysed once."""
+    return text_key("results", f"{prepared.text}\0{int(prepared.truncated)}")
+
+
 class TextRows:
     """``TextRows(cfg)(batch)``: analyse a batch of ``SOURCE`` rows into ``ROWS``.
-    Picklable (it carries the config, not the models), so Spark ships it to workers."""
+    Picklable (it carries the config, not the models), so Spark ships it to workers.
+
+    Each distinct prepared text is analysed once per batch and once ever while the
+    result cache holds it; ``analysed``, ``deduplicated`` and ``refined`` count this
+    process' work (on Spark: each worker's)."""
 
     def __init__(self, cfg: Any, settings_hash: str, cache: Path | None) -> None:
         self.cfg, self.settings, self.cache = cfg, settings_hash, cache
-        self.embedded = self.embedding_hits = 0  # counted in this process (on Spark: in each worker)
+        self.embedded = self.embedding_hits = self.analysed = self.deduplicated = self.refined = 0
+        self.seconds = 0.0  # spent analysing texts not in the cache
 
     def _analysers(self) -> Any:
         if self.settings not in _ANALYSERS:
@@ -58,12 +73,17 @@ class TextRows:
             _ANALYSERS[self.settings] = Analysers.for_shop(self.cfg)
         return _ANALYSERS[self.settings]
 
+    def _db(self) -> sqlite3.Connection:
+        assert self.cache is not None
+        db = sqlite3.connect(self.cache, timeout=60)
+        db.execute("CREATE TABLE IF NOT EXISTS text_results (key TEXT, settings TEXT, result TEXT, PRIMARY KEY (key, settings))")
+        db.execute("CREATE TABLE IF NOT EXISTS text_rates (settings TEXT PRIMARY KEY, texts_per_s REAL)")
+        return db
+
     def _results(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         if self.cache is None or not keys:
             return {}
-        with sqlite3.connect(self.cache, timeout=60) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS text_results (key TEXT, settings TEXT, result TEXT, "
-                       "PRIMARY KEY (key, settings))")
+        with contextlib.closing(self._db()) as db:
             out: dict[str, dict[str, Any]] = {}
             for i in range(0, len(keys), 900):
                 chunk = keys[i:i + 900]
@@ -75,37 +95,68 @@ class TextRows:
     def _remember(self, found: dict[str, dict[str, Any]]) -> None:
         if self.cache is None or not found:
             return
-        with sqlite3.connect(self.cache, timeout=60) as db:
+        with contextlib.closing(self._db()) as db, db:
             db.executemany("INSERT OR REPLACE INTO text_results VALUES (?, ?, ?)",
                            [(k, self.settings, json.dumps(v, ensure_ascii=False)) for k, v in found.items()])
+
+    def cached_share(self, texts: list[str]) -> float:
+        """The share of ``texts`` (a sample) whose results the cache holds."""
+        if not texts:
+            return 0.0
+        max_chars = self.cfg.text.max_chars
+        keys = [result_key(prepare(t, max_chars)) for t in texts]
+        found = self._results(keys)
+        return sum(k in found for k in keys) / len(keys)
+
+    def last_rate(self) -> float | None:
+        """Texts/s of the last run with these settings on this machine (None: never measured)."""
+        if self.cache is None:
+            return None
+        with contextlib.closing(self._db()) as db:
+            row = db.execute("SELECT texts_per_s FROM text_rates WHERE settings = ?", [self.settings]).fetchone()
+        return None if row is None else float(row[0])
+
+    def remember_rate(self) -> None:
+        if self.cache is not None and self.analysed >= 100 and self.seconds > 0:
+            with contextlib.closing(self._db()) as db, db:
+                db.execute("INSERT OR REPLACE INTO text_rates VALUES (?, ?)", [self.settings, self.analysed / self.seconds])
 
     def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         from shoplens.text.analysers import text_tokens
 
         cols = batch.to_pydict()
-        texts = cols["text"]
-        keys = [text_key("results", t) for t in texts]
-        known = self._results(keys)
-        todo = [i for i, k in enumerate(keys) if k not in known]
         analysers = self._analysers()
+        prepared = [prepare(t, analysers.max_chars) for t in cols["text"]]
+        keys = [result_key(p) for p in prepared]
+        known = self._results(keys)
+        where: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            where.setdefault(k, []).append(i)
+        todo = [k for k in where if k not in known]  # each distinct new text once
         misses, hits = analysers.embedder.misses, analysers.embedder.hits
         fresh: dict[str, dict[str, Any]] = {}
         dim = analysers.embedder.dim
-        vectors = np.zeros((len(texts), dim), np.float32)  # one row per text, kept as numpy (no Python floats)
-        has = np.zeros(len(texts), bool)
-        if todo:  # embeddings feed the stacked sentiment head and the aspect detector
-            results, emb = analysers.analyse([texts[i] for i in todo])
+        vectors = np.zeros((len(keys), dim), np.float32)  # one row per text, kept as numpy (no Python floats)
+        has = np.zeros(len(keys), bool)
+        if todo:
+            t0 = time.perf_counter()
+            routes = sum(analysers.routes().values())
+            results, emb = analysers.analyse_prepared([prepared[where[k][0]] for k in todo])
             assert emb is not None
-            vectors[todo] = emb
-            for i, r, tokens in zip(todo, results, text_tokens(results), strict=True):
-                has[i] = not r.prepared.empty
-                fresh[keys[i]] = {
+            for k, r, tokens, v in zip(todo, results, text_tokens(results), emb, strict=True):
+                vectors[where[k]] = v
+                has[where[k]] = not r.prepared.empty
+                fresh[k] = {
                     "language": r.prepared.language, "sentiment": r.sentiment, "keywords": r.keywords,
                     "truncated": r.prepared.truncated, "live": not r.prepared.empty, "tokens": tokens,
                     "aspects": [{"aspect": h.aspect, "polarity": h.polarity, "score": h.score, "evidence": h.evidence,
                                  "span_start": h.start, "span_end": h.end, "via": h.via} for h in r.aspects],
                     "prepared": r.prepared.text}
             self._remember(fresh)
+            self.seconds += time.perf_counter() - t0
+            self.analysed += len(todo)
+            self.deduplicated += sum(len(where[k]) for k in todo) - len(todo)
+            self.refined += analysers.routes().get(analysers.refine_id, 0) - routes if analysers.refine_id else 0
         rows = [known.get(k) or fresh[k] for k in keys]
         again = [i for i, r in enumerate(rows) if r["live"] and not has[i]]
         if again:  # results from the cache: their embeddings from the embedding cache
@@ -117,7 +168,7 @@ class TextRows:
         out["cached"] = [k in known for k in keys]
         self.embedded += analysers.embedder.misses - misses
         self.embedding_hits += analysers.embedder.hits - hits
-        offsets = pa.array(np.arange(0, (len(texts) + 1) * dim, dim, dtype=np.int32))
+        offsets = pa.array(np.arange(0, (len(keys) + 1) * dim, dim, dtype=np.int32))
         out["vector"] = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()), mask=pa.array(~has))
         return pa.table({f.name: out[f.name] if f.name == "vector" else pa.array(out[f.name], f.type) for f in ROWS},
                         schema=ROWS)

@@ -131,6 +131,7 @@ class SentimentModel:
     def __init__(self, C: float = TRAIN_CONFIG["C"]) -> None:
         self.C = C
         self.head_: dict[str, Any] | None = None
+        self.training_hash_: str | None = None  # set by load_sentiment: what the shipped heads must match
 
     def fit(self, texts: list[str], labels: np.ndarray) -> SentimentModel:
         from sklearn.linear_model import LogisticRegression
@@ -250,7 +251,8 @@ def load_sentiment(on_train: Any = None) -> SentimentModel:
         if on_train:
             on_train(path)
         model, _ = train_sentiment(splits)
-    model.head_ = _load_head(training_hash(splits))
+    model.training_hash_ = training_hash(splits)
+    model.head_ = _load_head(model.training_hash_)
     _LOADED[digest] = model
     return model
 
@@ -276,10 +278,10 @@ def _load_head(digest: str) -> dict[str, Any] | None:
     return head
 
 
-def train_head(model: SentimentModel, splits: Splits, embed: Any, folds: int = 5) -> dict[str, Any]:
-    """Fit the stacked head on out-of-fold n-gram logits plus embeddings of the training
-    texts (Rotten Tomatoes excluded: movie snippets are not product reviews)."""
-    from sklearn.linear_model import LogisticRegression
+def out_of_fold(splits: Splits, folds: int = 5) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The texts the stacked heads learn from (training texts without the Rotten
+    Tomatoes movie snippets, which are not product reviews), their labels, and
+    out-of-fold n-gram P(positive) for them (each fold's model never saw the fold)."""
     from sklearn.model_selection import StratifiedKFold
 
     from shoplens.datasets.corpora import english_reviews
@@ -294,7 +296,15 @@ def train_head(model: SentimentModel, splits: Splits, embed: Any, folds: int = 5
         keep = [i for i, t in enumerate(splits.train_texts) if t not in held]
         fold = SentimentModel().fit([splits.train_texts[i] for i in keep], splits.train_labels[keep])
         oof[b] = fold.predict_proba([texts[i] for i in b])
-    emb = embed(texts)
+    return texts, labels, oof
+
+
+def train_head(splits: Splits, texts: list[str], labels: np.ndarray, oof: np.ndarray, emb: np.ndarray) -> dict[str, Any]:
+    """The original stacked head (one for both languages) on out-of-fold n-gram logits
+    plus e5 embeddings (``out_of_fold``): the configuration the cascade replaced, kept so
+    that ``shoplens evaluate`` prints both."""
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(C=3.0, max_iter=5000).fit(np.c_[_logit(oof), emb], labels)
     return {"ngram_hash": training_hash(splits), "embedder": "e5", "n_train": len(texts),
             "w_ngram": float(clf.coef_[0, 0]), "w_embedding": clf.coef_[0, 1:].round(6).tolist(),

@@ -19,6 +19,7 @@ them) and masked again by ``prepare``.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -85,14 +86,19 @@ class TextStage(BaseStage):
         texts, products = engine.table("texts"), engine.table("products")
         source = texts.left_join(products.select("product_id", "category"), "product_id").select(*SOURCE.names)
         n = number(engine, texts.count())
-        ctx.on_info(f"text: analysing {n:,} texts")
         if not engine.local_workers:  # executors on other machines: no cache erasure could reach
             cfg = cfg.model_copy(update={"text": cfg.text.model_copy(update={"cache": None})})
         cache = cfg.resolve(cfg.text.cache) if cfg.text.cache else None
         # the result cache is keyed by the settings and the code that made the results
         analyse = TextRows(cfg, settings_hash(self.settings(cfg, snap) | {"version": self.version, "shoplens": __version__}),
                            cache)
-        engine.map_batches(snap, "_text_rows", source, analyse, ROWS)
+        plan = _plan(engine, source, n, analyse)
+        ctx.on_note(plan["message"])
+        step: Any = analyse
+        if engine.name == "duckdb":  # in this process: report texts/s and the time left
+            step = partial(_with_progress, fn=analyse, total=n, on_info=ctx.on_info, started=[time.perf_counter(), 0])
+        engine.map_batches(snap, "_text_rows", source, step, ROWS)
+        analyse.remember_rate()
         rows = engine.table("_text_rows", snap)
         model, assigned = _topics(ctx, rows)
         topic_of = engine.table("_topic_of", snap)
@@ -116,9 +122,48 @@ class TextStage(BaseStage):
         in_process = engine.name == "duckdb"  # on Spark the embedders run (and count) in the executors
         return StageReport(summary={
             "n_texts": n, "analysed": n - reused, "reused": reused, "topics": len(found),
+            "distinct_analysed": analyse.analysed if in_process else None,
+            "refined_e5": analyse.refined if in_process else None,
             "embedded": analyse.embedded if in_process else None,
             "cache_hits": analyse.embedding_hits if in_process else None,
+            "estimate": {k: v for k, v in plan.items() if k != "message"},
             "outlier_share": round(getattr(model, "outlier_share_", 0.0), 4)})
+
+
+PLAN_SAMPLE = 2_000  # texts looked up in the result cache before the stage, to estimate its work
+DEFAULT_RATE = {"use": 150.0, "e5": 25.0, "hash": 1000.0}  # texts/s on 2 cores before a run here measured one
+
+
+def _plan(engine: Any, source: Any, n: int, analyse: TextRows) -> dict[str, Any]:
+    """How many texts are new and how long they will take, from a fixed sample of the
+    texts looked up in the result cache and the last measured rate for these settings."""
+    sample = source if n <= PLAN_SAMPLE else _every_kth(source, -(-n // PLAN_SAMPLE))
+    texts = [t for t in engine.collect(sample.select("text")).column(0).to_pylist() if t is not None]
+    share = analyse.cached_share(texts)
+    new = round(n * (1 - share))
+    measured = analyse.last_rate()
+    rate = measured or DEFAULT_RATE.get(analyse.cfg.text.embedder, 100.0)
+    seconds = new / rate
+    basis = "the last run's rate" if measured else "a typical rate"
+    message = (f"text: {n:,} texts, about {new:,} new and {n - new:,} reused from the cache"
+               f"{f' (from a sample of {len(texts):,})' if n > len(texts) else ''}; "
+               f"estimate {_duration(seconds)} at {rate:,.0f} texts/s ({basis})")
+    return {"new": new, "reused": n - new, "seconds": round(seconds, 1), "texts_per_s": round(rate, 1),
+            "sampled": len(texts), "message": message}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _with_progress(batch: pa.RecordBatch, fn: TextRows, total: int, on_info: Any, started: list[float]) -> pa.Table:
+    """``fn(batch)``, then report texts done, texts/s and the time left."""
+    out = fn(batch)
+    started[1] += batch.num_rows
+    done, elapsed = started[1], time.perf_counter() - started[0]
+    rate = done / max(elapsed, 1e-9)
+    on_info(f"text: {done:,}/{total:,} texts, {rate:,.0f} texts/s, {_duration((total - done) / rate)} left")
+    return out
 
 
 def _topics(ctx: BuildContext, rows: Any) -> tuple[TopicModel | None, dict[int, int]]:
