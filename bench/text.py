@@ -88,10 +88,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--embed-n", type=int, default=1_000)
-    ap.add_argument("--stage-n", type=int, default=0, help="also time the real text step on this many texts (hash)")
+    ap.add_argument("--stage-n", type=int, default=0,
+                    help="only time the build's text stage on this many texts (default settings, cold and warm) "
+                         "against the replaced configuration on --old-n of them")
+    ap.add_argument("--old-n", type=int, default=5_000)
     args = ap.parse_args()
     if args.stage_n:
-        stage(args.stage_n)
+        stage(args.stage_n, args.old_n)
+        return
     zh, en = corpus(args.n)
     texts = zh + en
     n, rows = len(texts), []
@@ -165,9 +169,13 @@ def short_reviews(n: int, seed: int = 0) -> list[str]:
     return list(out)[:n]
 
 
-def stage(n: int) -> None:
-    import tempfile
+def _stage_run(texts: list[str], text_cfg: dict[str, Any], folder: str, legacy: bool = False) -> tuple[float, int, dict[str, Any]]:
+    """The build's text stage on ``texts`` in a scratch store under ``folder`` (the
+    embedding and result caches live there too, so a second call is a warm re-run);
+    returns seconds, peak RSS and the stage summary. ``legacy``: the configuration the
+    cascade replaced (the shared e5 head on every text and clause)."""
     from datetime import datetime, timedelta
+    from pathlib import Path
 
     import pyarrow as pa
 
@@ -177,26 +185,63 @@ def stage(n: int) -> None:
     from shoplens.features.rfm import load_rules
     from shoplens.pipeline.stage import BuildContext
     from shoplens.store import Store
+    from shoplens.text import analysers, rows
     from shoplens.text.stage import TextStage
 
-    texts = short_reviews(n)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config.model_validate({"text": {"embedder": "hash", "cache": ""}})
-        store = Store.open(f"{tmp}/bench.duckdb")
-        t0 = datetime(2025, 1, 1)
-        rows = pa.table({"text_id": [f"t{i}" for i in range(n)], "customer_id": [f"c{i % (n // 3)}" for i in range(n)],
-                         "text": texts, "created_at": [t0 + timedelta(minutes=i) for i in range(n)]})
-        store.con.register("_b", rows)
+    rows._ANALYSERS.clear()
+    cfg = Config.model_validate({"text": text_cfg | {"cache": f"{folder}/embeddings.sqlite"}})
+    n = len(texts)
+    fresh = not Path(f"{folder}/bench.duckdb").exists()
+    store = Store.open(f"{folder}/bench.duckdb")
+    t0 = datetime(2025, 1, 1)
+    if fresh:
+        table = pa.table({"text_id": [f"t{i}" for i in range(n)], "customer_id": [f"c{i % max(1, n // 3)}" for i in range(n)],
+                          "text": texts, "created_at": [t0 + timedelta(minutes=i) for i in range(n)]})
+        store.con.register("_b", table)
         store.con.execute("INSERT INTO texts (text_id, customer_id, text, created_at) SELECT * FROM _b")
-        snap = Snapshot(store.begin_snapshot(t0.date(), "bench", "bench"), t0.date())
-        print(f"text step on {n:,} short reviews (mean {np.mean([len(t) for t in texts]):.0f} chars), embedder=hash ...", flush=True)
+    snap = Snapshot(store.begin_snapshot(t0.date(), "bench", "bench"), t0.date())
+    cascade = analysers.Cascade
+    if legacy:  # the SentimentModel itself: its shared head on e5 vectors, as before the cascade
+        analysers.Cascade = lambda model, _bulk, _refine: model  # type: ignore[assignment,misc,return-value]
+    try:
         with PeakRss() as rss:
             start = time.perf_counter()
-            summary = TextStage().run(BuildContext(cfg, DuckDBEngine(store), snap, load_rules())).summary
+            summary = TextStage().run(BuildContext(cfg, DuckDBEngine(store), snap, load_rules(),
+                                                   on_note=lambda m: print(f"  {m}", flush=True))).summary
             dt = time.perf_counter() - start
-        print(f"text step: {dt:.1f} s ({dt / 60:.2f} min, {n / dt:.0f} texts/s), peak RSS {rss.peak / 2**20:.0f} MiB, "
-              f"{summary['topics']} topics, outliers {summary['outlier_share']:.1%}\n", flush=True)
+    finally:
+        analysers.Cascade = cascade  # type: ignore[misc]
         store.close()
+    return dt, rss.peak, summary
+
+
+def stage(n: int, old_n: int = 5_000) -> None:
+    """The default text stage on ``n`` short reviews, cold then warm; the replaced
+    configuration (e5 on every text and clause) on the first ``old_n`` of them,
+    extrapolated; the ratio last."""
+    import tempfile
+
+    texts = short_reviews(n)
+    zh = sum(1 for t in texts if any("\u4e00" <= c <= "\u9fff" for c in t))
+    print(f"text stage on {n:,} short reviews ({zh:,} zh, {n - zh:,} en; mean {np.mean([len(t) for t in texts]):.0f} chars), "
+          "default settings (embedder = use, refine = e5)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {}
+        for run in ("cold", "warm"):
+            dt, peak, summary = _stage_run(texts, {}, tmp)
+            results[run] = dt
+            print(f"{run}: {dt:.1f} s ({dt / 60:.2f} min, {n / dt:,.0f} texts/s), peak RSS {peak / 2**30:.2f} GiB; "
+                  f"analysed {summary['distinct_analysed']:,} distinct texts, e5 for {summary['refined_e5']:,} texts and clauses, "
+                  f"{summary['embedded']:,} USE embeddings, {summary['topics']} topics, outliers {summary['outlier_share']:.1%}",
+                  flush=True)
+    sample = texts[:old_n] if old_n < n else texts
+    with tempfile.TemporaryDirectory() as tmp:
+        dt, peak, summary = _stage_run(sample, {"embedder": "e5", "refine": "none"}, tmp, legacy=True)
+    projected = dt * n / len(sample)
+    print(f"replaced configuration (e5 on every text and clause) on {len(sample):,} of them: {dt:.1f} s "
+          f"({len(sample) / dt:.1f} texts/s, peak RSS {peak / 2**30:.2f} GiB, {summary['embedded']:,} e5 embeddings); "
+          f"extrapolated to {n:,}: {projected / 60:.1f} min")
+    print(f"\nratio replaced / default (cold) on {n:,} texts: {projected / results['cold']:.1f}x")
 
 
 if __name__ == "__main__":

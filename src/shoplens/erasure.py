@@ -363,7 +363,6 @@ def _erase_caches(cfg: Config, texts: list[str], report: ErasureReport) -> None:
         return
     from shoplens.text.embed import EMBEDDERS, text_key
     from shoplens.text.preprocess import prepare
-
     from shoplens.text.rows import result_key
 
     pieces: set[str] = set()

@@ -85,15 +85,20 @@ class Analysers:
         ``aspects_file`` the resolved ``[text] aspects`` path (None: the bundled default)."""
         embedder = make_embedder(cfg.embedder, cache, on_progress)
         sentiment: Sentiment = NoSentiment()
+        clauses: Sentiment = NoSentiment()
         if cfg.sentiment == "linear":  # the cascade: n-gram, the bulk embedder's head, e5 for the unsure
             refine = make_embedder(cfg.refine, cache) if cfg.refine != "none" and cfg.refine != cfg.embedder else None
-            sentiment = Cascade(load_sentiment(), embedder.id, refine)
+            model = load_sentiment()
+            texts = Cascade(model, embedder.id, refine)
+            # evidence clauses: the cheap stages only (e5 on unsure clauses cost more than it bought:
+            # docs/benchmarks.md)
+            sentiment, clauses = texts, Cascade(model, embedder.id, None, heads=texts.heads)
         aspect_list = load_aspects(str(aspects_file) if aspects_file else None)
         detector = None
         if cfg.aspect_detector != "lexicon" and aspects_file is None:  # its labels name the bundled aspects
             with_e5 = cfg.aspect_detector == "learned-e5" and cfg.embedder == "e5"
             detector = load_aspect_model(aspect_list, embedder if with_e5 else None)
-        aspects = AspectAnalyser(sentiment,  # type: ignore[arg-type]
+        aspects = AspectAnalyser(clauses,  # type: ignore[arg-type]
                                  aspect_list, embedder if cfg.aspect_embeddings and detector is None else None,
                                  polarity_embedder=embedder if cfg.clause_polarity == "stacked" else None,
                                  detector=detector, detector_embedder=embedder)

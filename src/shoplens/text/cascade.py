@@ -41,7 +41,7 @@ from shoplens.text.sentiment import SentimentModel, _logit, training_hash
 HEADS_FILE = "data/sentiment_heads.json"
 NGRAM = "ngram"  # the base when the bulk embedder has no head (hash, or none)
 LANGUAGES = ("zh", "en")
-TOLERANCE = 0.002  # validation accuracy a band may give up against e5 on every text
+TOLERANCE = 0.002  # validation accuracy a band may give up against the replaced configuration
 GRID = tuple(round(0.025 * i, 3) for i in range(21))  # 0 .. 0.5
 
 
@@ -112,9 +112,10 @@ class Cascade:
         self.refine = refine if refine is not None and refine.id in by and refine.id != self.bulk_id else None
         # per language: which score the band applies to (the bulk head's or the n-gram model's) and the band
         found = self.heads.get("bands", {}).get(self.base, {})
-        self.routes_by_language: dict[str, dict[str, Any]] = {
-            lang: found.get(lang, {"base": self.base, "band": 0.0}) if self.refine else {"base": self.base, "band": 0.0}
-            for lang in LANGUAGES}
+        self.routes_by_language: dict[str, dict[str, Any]] = {}
+        for lang in LANGUAGES:
+            route = found.get(lang, {"base": self.base, "band": 0.0, "alone": self.base})
+            self.routes_by_language[lang] = route if self.refine else {"base": route["alone"], "band": 0.0}
         self.routes: Counter[str] = Counter()
 
     def predict_proba(self, texts: list[str], embeddings: np.ndarray | None = None) -> np.ndarray:
@@ -244,7 +245,7 @@ def train_heads(oof: np.ndarray, texts: list[str], labels: np.ndarray, embedders
             out["heads"][refine_id][lang] = {k: legacy_head[k] for k in ("w_ngram", "w_embedding", "bias", "n_train")}
             out["heads"][refine_id][lang]["shared"] = True
             val[refine_id][lang] = val["replaced"][lang]
-        target = float(((val[refine_id][lang][sel] >= 0.5) == y).mean()) - TOLERANCE
+        target = float(((val["replaced"][lang][sel] >= 0.5) == y).mean()) - TOLERANCE
         report: dict[str, Any] = {"n": len(mine), "judged_on": judged, "n_judged": len(sel)}
         report |= {k: round(float(((v[lang][sel] >= 0.5) == y).mean()), 4) for k, v in val.items()}
         routes: dict[str, dict[str, Any]] = {}
@@ -255,11 +256,13 @@ def train_heads(oof: np.ndarray, texts: list[str], labels: np.ndarray, embedders
             share = float((np.abs(val[base][lang] - 0.5) < band).mean())  # over all the language's texts
             routes[base] = {"base": base, "band": band, "accuracy": round(acc, 4), "refined_share": round(share, 4)}
             report[f"{base} -> {refine_id}"] = routes[base]
-        # each bulk embedder takes the cheaper route that reaches the target (its own head, or the n-gram model)
+        # each bulk embedder takes the cheaper route that reaches the target (its own head, or the n-gram
+        # model); without refinement, the one that validates better
         for bulk in (NGRAM, *embedders):
             if bulk != refine_id:
                 best = min((routes[b] for b in {NGRAM, bulk}), key=lambda r: (r["refined_share"], r["base"] != NGRAM))
-                out["bands"].setdefault(bulk, {})[lang] = {"base": best["base"], "band": best["band"]}
+                alone = max((NGRAM, bulk), key=lambda b: (report[b], b == NGRAM))
+                out["bands"].setdefault(bulk, {})[lang] = {"base": best["base"], "band": best["band"], "alone": alone}
         out["validation"][lang] = report
     return out
 
