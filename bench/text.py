@@ -202,7 +202,11 @@ def _stage_run(texts: list[str], text_cfg: dict[str, Any], folder: str, legacy: 
     snap = Snapshot(store.begin_snapshot(t0.date(), "bench", "bench"), t0.date())
     cascade = analysers.Cascade
     if legacy:  # the SentimentModel itself: its shared head on e5 vectors, as before the cascade
-        analysers.Cascade = lambda model, _bulk, _refine: model  # type: ignore[assignment,misc,return-value]
+        def replaced(model: Any, _bulk: Any, _refine: Any, heads: Any = None) -> Any:
+            model.heads = {}
+            return model
+
+        analysers.Cascade = replaced  # type: ignore[assignment,misc]
     try:
         with PeakRss() as rss:
             start = time.perf_counter()

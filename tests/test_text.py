@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,11 @@ from shoplens.profiles import get_profile
 from shoplens.store import Store
 from shoplens.text.analysers import Analysers
 from shoplens.text.aspects import AspectAnalyser, evaluate_aspects, load_aspects
-from shoplens.text.embed import EMBEDDERS, CachedEmbedder, Embedder, HashEmbedder
+from shoplens.text.cascade import GRID, Cascade, choose_band, load_heads
+from shoplens.text.embed import EMBEDDERS, CachedEmbedder, Embedder, HashEmbedder, USEEmbedder
 from shoplens.text.keywords import interests
 from shoplens.text.labelled import is_test, load_eval_set
-from shoplens.text.preprocess import TextInputError, prepare
+from shoplens.text.preprocess import TextInputError, detect_language, prepare
 from shoplens.text.sentiment import _load_head, label, load_sentiment, load_splits
 from shoplens.text.topics import TopicModel, c_tf_idf
 
@@ -111,9 +113,12 @@ def test_cache_hits_skip_the_embedder(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a[1], b[0])
 
 
-def test_e5_embeddings_are_multilingual(analysers: Analysers) -> None:
-    v = analysers.embedder.embed(["物流很快", "the delivery was fast", "这本书的内容很无聊"])
-    assert v.shape == (3, 384)
+@pytest.mark.parametrize(("name", "dim"), [("use", 512), ("e5", 384)])
+def test_embeddings_are_multilingual(name: str, dim: int) -> None:
+    from shoplens.text.embed import EMBEDDERS
+
+    v = EMBEDDERS[name]().embed(["物流很快", "the delivery was fast", "这本书的内容很无聊"])
+    assert v.shape == (3, dim)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-3)
     assert v[0] @ v[1] > v[0] @ v[2]  # same meaning across languages beats same language, other meaning
 
@@ -141,8 +146,8 @@ def test_verified_chinese_labels_are_held_out_and_scored() -> None:
     assert len(rows) == 500 and {r["verified"] for r in rows} == {"positive", "negative", "mixed"}
     assert all(r["text"] in corpus and r["text"] not in train and int(r["corpus_label"]) == corpus[r["text"]]
                for r in rows)  # every row is a held-out test review with its corpus label as stored
-    v = evaluate_verified(load_sentiment(), None)  # n-gram only: the stack needs e5 (docs/benchmarks.md)
-    assert v["n_clear"] + v["mixed"] == 500 and "stacked" not in v
+    v = evaluate_verified(load_sentiment(), embed=False)  # n-gram only: the stack needs e5 (docs/benchmarks.md)
+    assert v["n_clear"] + v["mixed"] == 500 and "cascade" not in v
     assert v["ngram"]["ci95"][0] < v["ngram"]["accuracy"] < v["ngram"]["ci95"][1]
     assert v["ngram"]["accuracy"] >= 0.87 and v["ngram"]["accuracy"] > v["baseline"]["accuracy"]
 
@@ -347,3 +352,104 @@ def test_a_shipped_model_for_other_data_or_versions_is_refused(tmp_path: Path) -
     assert sentiment.load_ngram(ngram, "0" * 16) is None  # another config, data or scikit-learn: retrain
     assets = resources.files("shoplens").joinpath(aspect_model.SHIPPED)
     assert aspect_model.load_shipped(assets, "0" * 16) is None
+
+
+# ---- the cascade (issue #13) ----------------------------------------------------------
+
+REVIEWS = ["物流很快，质量很好", "质量一般吧", "还行", "The battery died after two days, very disappointed.",
+           "Not bad for the price, I guess", "works as described", "好评！", "这个价格也就这样了"]
+
+
+def test_the_cascade_routes_each_text_the_same_way_in_any_batch(analysers: Analysers) -> None:
+    """A text's score and route depend on the text only, not on its batch mates."""
+    cascade = analysers.sentiment
+    assert isinstance(cascade, Cascade) and cascade.refine is not None
+    texts = [prepare(t).text for t in REVIEWS]
+    vectors = analysers.embedder.embed(texts)
+    together, via = cascade.score(texts, vectors)
+    assert set(via) <= {"ngram", analysers.embedder.id, cascade.refine.id}
+    for i in (5, 0, 3, 7, 1):
+        alone, route = cascade.score([texts[i]], vectors[i:i + 1])
+        assert route == [via[i]] and alone[0] == pytest.approx(together[i], abs=1e-9)
+    again, via_again = cascade.score(list(reversed(texts)), vectors[::-1])
+    assert via_again == via[::-1]
+    np.testing.assert_allclose(again, together[::-1], atol=1e-9)
+
+
+def test_the_cascade_sends_only_the_unsure_to_e5(analysers: Analysers) -> None:
+    cascade = analysers.sentiment
+    assert isinstance(cascade, Cascade) and cascade.refine is not None
+    texts = [prepare(t).text for t in REVIEWS * 3]
+    sent: list[str] = []
+    inner = cascade.refine.inner
+    real = inner.embed
+    inner.embed = lambda t: (sent.extend(t), real(t))[1]  # type: ignore[method-assign]
+    try:
+        fresh = Cascade(cascade.model, analysers.embedder.id, CachedEmbedder(inner, None), heads=cascade.heads)
+        p, via = fresh.score(texts, analysers.embedder.embed(texts))
+    finally:
+        inner.embed = real  # type: ignore[method-assign]
+    refined = [t for t, v in zip(texts, via, strict=True) if v == cascade.refine.id]
+    assert sorted(sent) == sorted(set(refined))  # e5 saw exactly the refined texts, each once
+    assert fresh.routes[cascade.refine.id] == len(refined) and 0 < len(refined) < len(texts)
+    for t, score, v in zip(texts, p.tolist(), via, strict=True):
+        if v != cascade.refine.id:  # a text the cheap stage kept was outside its language's band
+            lang = "en" if detect_language(t) == "en" else "zh"
+            assert abs(score - 0.5) >= fresh.routes_by_language[lang]["band"]
+
+
+def test_bands_are_the_smallest_that_reach_the_target() -> None:
+    base = np.array([0.55, 0.45, 0.9, 0.2, 0.52, 0.7])
+    refined = np.array([0.1, 0.9, 0.9, 0.2, 0.1, 0.7])
+    y = np.array([0, 1, 1, 0, 0, 1])
+    assert choose_band(base, refined, y, 4 / 6)[0] == 0.0  # the cheap scores alone reach 4 of 6
+    band, acc, share = choose_band(base, refined, y, 1.0)
+    assert band == 0.075 and acc == 1.0 and share == pytest.approx(3 / 6)  # 0.55, 0.45 and 0.52 go to e5
+
+
+def test_shipped_heads_for_another_ngram_model_are_refused() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_heads("0000000000000000") is None
+    assert any("trained for n-gram artifact" in str(w.message) for w in caught)
+    found = load_heads(load_sentiment().training_hash_ or "")
+    assert found is not None and set(found["bands"]) >= {"ngram", USEEmbedder.id}
+    for routes in found["bands"].values():  # every band chosen on validation, inside the grid
+        assert all(r["band"] in GRID for r in routes.values())
+
+
+def test_a_result_cache_hit_skips_all_model_work(tmp_path: Path) -> None:
+    """Texts analysed once are never analysed or embedded again, repeats in a batch are
+    analysed once, and texts that differ only in width or punctuation share a result."""
+    import pyarrow as pa
+
+    from shoplens.config import Config
+    from shoplens.text import rows
+    from shoplens.text.rows import SOURCE, TextRows
+
+    cfg = Config.model_validate({"text": {"cache": str(tmp_path / "cache.sqlite")}})
+    batch = pa.table({"text_id": [f"t{i}" for i in range(6)], "customer_id": ["c1"] * 6,
+                      "text": ["好评！！！", "好评!", "物流很快，质量很好", "Ｇｒｅａｔ　ｐｈｏｎｅ", "Great phone", "物流很快，质量很好"],
+                      "created_at": [datetime(2025, 1, 1)] * 6, "category": [None] * 6}, schema=SOURCE)
+    step = TextRows(cfg, "settings-a", tmp_path / "cache.sqlite")
+    first = step(batch)
+    assert step.analysed == 3 and step.deduplicated == 3  # three distinct prepared texts
+    assert first.column("sentiment").to_pylist()[0] == first.column("sentiment").to_pylist()[1]
+    analysers = rows._ANALYSERS["settings-a"]
+
+    def forbidden(*_a: object, **_k: object) -> None:
+        raise AssertionError("model work on a cached text")
+
+    again = TextRows(cfg, "settings-a", tmp_path / "cache.sqlite")
+    real = (analysers.analyse_prepared, analysers.embedder.inner.embed, analysers.sentiment.refine.inner.embed)
+    analysers.analyse_prepared = forbidden
+    analysers.embedder.inner.embed = forbidden
+    analysers.sentiment.refine.inner.embed = forbidden
+    try:
+        second = again(batch)
+    finally:
+        analysers.analyse_prepared, analysers.embedder.inner.embed, analysers.sentiment.refine.inner.embed = real
+    assert again.analysed == 0 and all(second.column("cached").to_pylist())
+    for col in ("sentiment", "language", "keywords", "aspects", "vector"):
+        assert second.column(col).to_pylist() == first.column(col).to_pylist()
+    assert again.cached_share(["好评!", "new text never seen"]) == 0.5

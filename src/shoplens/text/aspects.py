@@ -14,8 +14,9 @@ Per clause (``preprocess.split_clauses``):
    margin, not a fixed threshold alone.
 4. **Polarity** is the sentiment model's P(positive) on the clause: positive / neutral /
    negative at the same thresholds as documents. With ``[text] clause_polarity =
-   "stacked"`` (the default) each evidence clause is embedded too and the stacked head
-   scores it (better, at one embedding per clause: docs/benchmarks.md).
+   "stacked"`` (the default) each evidence clause is embedded too (with the bulk
+   embedder) and the cascade's cheap stages score it (better than the n-gram model
+   alone, at one cheap embedding per clause: docs/benchmarks.md).
 
 The labelled clauses are ``data/aspect_eval.tsv`` (2,700; its header says how each
 sample was drawn): 550 test clauses (``is_test``) never train, tune or revise anything.

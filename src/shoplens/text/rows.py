@@ -140,7 +140,7 @@ class TextRows:
         has = np.zeros(len(keys), bool)
         if todo:
             t0 = time.perf_counter()
-            routes = sum(analysers.routes().values())
+            before = analysers.routes().get(analysers.refine_id, 0)
             results, emb = analysers.analyse_prepared([prepared[where[k][0]] for k in todo])
             assert emb is not None
             for k, r, tokens, v in zip(todo, results, text_tokens(results), emb, strict=True):
@@ -156,7 +156,7 @@ class TextRows:
             self.seconds += time.perf_counter() - t0
             self.analysed += len(todo)
             self.deduplicated += sum(len(where[k]) for k in todo) - len(todo)
-            self.refined += analysers.routes().get(analysers.refine_id, 0) - routes if analysers.refine_id else 0
+            self.refined += analysers.routes().get(analysers.refine_id, 0) - before
         rows = [known.get(k) or fresh[k] for k in keys]
         again = [i for i, r in enumerate(rows) if r["live"] and not has[i]]
         if again:  # results from the cache: their embeddings from the embedding cache

@@ -10,19 +10,21 @@ Training data (all from registry packages, docs/datasets.md):
 
 The model family was picked by measurement (docs/benchmarks.md, ``shoplens evaluate
 sentiment``): word (jieba / English) 1-2-grams plus character 1-4-grams, hashed
-(no vocabulary to store), TF-IDF weighted, logistic regression; then a stacked head,
-a logistic regression over [n-gram logit, e5 embedding], which lifts English product
-reviews from 0.76 to ~0.87 (the n-gram model alone is what runs when the embedder is
-``hash``). Both are trained on the training splits only, so the held-out figures
-describe them exactly.
+(no vocabulary to store), TF-IDF weighted, logistic regression. It is the first stage
+of the sentiment cascade (``text/cascade.py``), whose stacked heads per language sit on
+its out-of-fold logits. The original stacked head, one logistic regression over
+[n-gram logit, e5 embedding] for both languages, is what the cascade replaced; it
+still ships (``data/sentiment_head.json``) so that ``shoplens evaluate`` prints both.
+Everything is trained on the training splits only, so the held-out figures describe
+the models exactly.
 
-The n-gram model trains in 10-60 s and is cached under ``~/.cache/shoplens/models``
-as ``sentiment-<hash>.pkl``, the hash covering the training config, the data and the
-scikit-learn version. The head needs e5 embeddings of ~16k training texts (about 10
-minutes), so it ships in the package (``data/sentiment_head.json``, 386 numbers)
-recording the training hash (config + data) of the n-gram model it sits on;
-``shoplens train sentiment`` rebuilds both. A head recorded for another training hash
-is refused with a warning, never silently mixed.
+The n-gram model ships in the package as plain arrays (``data/sentiment_ngram.npz``)
+tagged with the hash of the training config, the data and the scikit-learn version; on
+a mismatch it trains on first use (10-60 s) and is cached under
+``~/.cache/shoplens/models`` as ``sentiment-<hash>.pkl``. Heads record the training
+hash (config + data) of the n-gram model they sit on; a head recorded for another
+is refused with a warning, never silently mixed. ``shoplens train sentiment`` rebuilds
+all of them.
 """
 
 from __future__ import annotations
