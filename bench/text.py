@@ -221,8 +221,8 @@ def _stage_run(texts: list[str], text_cfg: dict[str, Any], folder: str, legacy: 
 
 def stage(n: int, old_n: int = 5_000) -> None:
     """The default text stage on ``n`` short reviews, cold then warm; the replaced
-    configuration (e5 on every text and clause) on the first ``old_n`` of them,
-    extrapolated; the ratio last."""
+    configuration (e5 on every text and clause) on every k-th of them (``old_n`` in
+    all), extrapolated; the ratio last."""
     import tempfile
 
     texts = short_reviews(n)
@@ -238,7 +238,7 @@ def stage(n: int, old_n: int = 5_000) -> None:
                   f"analysed {summary['distinct_analysed']:,} distinct texts, e5 for {summary['refined_e5']:,} texts and clauses, "
                   f"{summary['embedded']:,} USE embeddings, {summary['topics']} topics, outliers {summary['outlier_share']:.1%}",
                   flush=True)
-    sample = texts[:old_n] if old_n < n else texts
+    sample = texts[:: max(1, n // old_n)][:old_n]  # every k-th: the same zh / en mix as the whole
     with tempfile.TemporaryDirectory() as tmp:
         dt, peak, summary = _stage_run(sample, {"embedder": "e5", "refine": "none"}, tmp, legacy=True)
     projected = dt * n / len(sample)

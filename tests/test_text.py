@@ -199,7 +199,9 @@ def test_build_fills_text_features_with_nulls_for_the_silent(demo_shop: Summary)
         assert store.scalar(f"SELECT count(*) FROM snap_{snap}.text_analysis") == store.scalar(
             f"SELECT count(*) FROM texts WHERE {profiled}")
         outliers = store.scalar(f"SELECT avg((topic_id = -1)::INT) FROM snap_{snap}.text_analysis")
-        assert outliers < 0.2
+        # USE vectors (the default since issue #13): 22.5% on this small shop, 8.8% on the
+        # 2,000-customer demo, 0.9% on 100,000 short reviews (e5 gave < 20% here)
+        assert outliers < 0.25
         bad = store.scalar(f"SELECT count(*) FROM snap_{snap}.text_aspects a JOIN snap_{snap}.text_analysis t "
                            "USING (text_id) WHERE a.span_end <= a.span_start")
         assert bad == 0
@@ -379,7 +381,8 @@ def test_the_cascade_routes_each_text_the_same_way_in_any_batch(analysers: Analy
 def test_the_cascade_sends_only_the_unsure_to_e5(analysers: Analysers) -> None:
     cascade = analysers.sentiment
     assert isinstance(cascade, Cascade) and cascade.refine is not None
-    texts = [prepare(t).text for t in REVIEWS * 3]
+    splits = load_splits()  # held-out texts: about 7% of them are unsure enough for e5
+    texts = [prepare(t).text for t in (splits.test["en"][0][:80] + splits.test["zh"][0][:40]) * 2]
     sent: list[str] = []
     inner = cascade.refine.inner
     real = inner.embed
@@ -402,7 +405,8 @@ def test_bands_are_the_smallest_that_reach_the_target() -> None:
     base = np.array([0.55, 0.45, 0.9, 0.2, 0.52, 0.7])
     refined = np.array([0.1, 0.9, 0.9, 0.2, 0.1, 0.7])
     y = np.array([0, 1, 1, 0, 0, 1])
-    assert choose_band(base, refined, y, 4 / 6)[0] == 0.0  # the cheap scores alone reach 4 of 6
+    assert choose_band(base, refined, y, 3 / 6)[0] == 0.0  # the cheap scores alone get 3 of 6 right
+    assert choose_band(base, refined, y, 4 / 6)[0] == 0.025  # 0.52 goes to e5
     band, acc, share = choose_band(base, refined, y, 1.0)
     assert band == 0.075 and acc == 1.0 and share == pytest.approx(3 / 6)  # 0.55, 0.45 and 0.52 go to e5
 
