@@ -1,7 +1,7 @@
 """Benchmark: the whole build (every stage) on DuckDB and on Spark local[2], same shop.
 
-    .venv/bin/python bench/build.py --text-embedder hash          # the issue's size, hours
-    .venv/bin/python bench/build.py                               # the same with e5: see below
+    .venv/bin/python bench/build.py                               # the issue's size, hours
+    .venv/bin/python bench/build.py --text-embedder hash          # the same without text models
     .venv/bin/python bench/build.py --customers 5000 --orders 30000 --events 20000 --texts 2000 \\
         --text-embedder hash                                      # a smoke run, ~4 min (~1 min duckdb only)
 
@@ -26,11 +26,11 @@ customer throughout, as in a 100M-order / 10M-customer shop), and prints the cos
 order and the growth exponent (1.0 = linear) overall and per stage. The run at
 ``--orders`` itself is the main Spark run, not repeated.
 
-``--text-embedder e5`` (the product's default) embeds every text and its evidence
-clauses with multilingual-e5-small at ~30 texts/s on two cores (docs/benchmarks.md):
-for 1M texts that is about 9 hours per engine for the texts alone and roughly twice
-that with the clauses. ``hash`` runs
-the same analysers with the fast hashing embedder (no stacked sentiment head).
+``--text-embedder use`` (the product's default since issue #13) embeds every text with
+USE and asks e5 about the ~10% the cheaper sentiment models are unsure of: about 6.5
+minutes per 100,000 short reviews on two cores (docs/benchmarks.md, "Text at scale").
+``e5`` embeds every text with multilingual-e5-small (60-80 short texts/s). ``hash`` runs
+the same analysers with the hashing embedder and no e5 at all (``refine = "none"``).
 
 Results also go to bench/results/build-<time>.json. The ratio printed last is Spark's
 build time over DuckDB's.
@@ -176,6 +176,8 @@ def run_config(shop: Path, folder: Path, engine: str, args: argparse.Namespace) 
             shutil.copy2(shop / name, folder / name)
     text = (shop / "shoplens.toml").read_text(encoding="utf-8")
     text += f'\n[text]\nembedder = "{args.text_embedder}"\n'
+    if args.text_embedder == "hash":  # no model at all, as the runs before issue #13 measured
+        text += 'refine = "none"\n'
     if engine == "spark":
         conf = ", ".join(f'"{k}" = "{v}"' for k, v in args.spark_conf.items())
         text += f'\n[engine]\ntype = "spark"\nmaster = "{args.spark_master}"\nwarehouse = "warehouse"\nconf = {{ {conf} }}\n'
@@ -260,9 +262,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_size_args(ap)
     ap.add_argument("--engines", default="duckdb,spark", help="comma-separated: duckdb, spark")
-    ap.add_argument("--text-embedder", choices=("e5", "hash"), default="e5",
-                    help="e5 (the product default) embeds ~30 texts/s on 2 cores: 9-18 h per engine at 1M texts; "
-                         "hash is fast (default: e5)")
+    ap.add_argument("--text-embedder", choices=("use", "e5", "hash"), default="use",
+                    help="use (the product default: USE for every text, e5 for the unsure), e5 (every text: "
+                         "hours per engine at 1M texts) or hash (no model) (default: use)")
     ap.add_argument("--orders-series", default="",
                     help="Spark growth run: order counts, comma-separated (default: --orders/10,--orders; "
                          "'none' to skip); the whole shop is scaled with the orders")
@@ -286,8 +288,8 @@ def main() -> None:
           f"{size.texts:,} texts; engines {', '.join(engines)}; text embedder {args.text_embedder}; "
           f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
     if args.text_embedder == "e5":
-        print(f"note: e5 embeds ~30 texts/s here (texts and evidence clauses): roughly "
-              f"{2 * size.texts / 30 / 3600:.1f} h per engine for {size.texts:,} texts; --text-embedder hash is fast")
+        print(f"note: e5 embeds ~60 short texts/s here (texts and evidence clauses): roughly "
+              f"{2 * size.texts / 60 / 3600:.1f} h per engine for {size.texts:,} texts; the default (use) is fast")
     t_all = time.perf_counter()
     reports: dict[str, dict[str, Any]] = {}
     problem = spark_problem() if "spark" in engines else None

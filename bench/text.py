@@ -235,7 +235,7 @@ def stage(n: int, old_n: int = 5_000) -> None:
             dt, peak, summary = _stage_run(texts, {}, tmp)
             results[run] = dt
             print(f"{run}: {dt:.1f} s ({dt / 60:.2f} min, {n / dt:,.0f} texts/s), peak RSS {peak / 2**30:.2f} GiB; "
-                  f"analysed {summary['distinct_analysed']:,} distinct texts, e5 for {summary['refined_e5']:,} texts and clauses, "
+                  f"analysed {summary['distinct_analysed']:,} distinct texts, e5 for {summary['refined_e5']:,} texts, "
                   f"{summary['embedded']:,} USE embeddings, {summary['topics']} topics, outliers {summary['outlier_share']:.1%}",
                   flush=True)
     sample = texts[:: max(1, n // old_n)][:old_n]  # every k-th: the same zh / en mix as the whole
