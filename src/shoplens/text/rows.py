@@ -75,6 +75,7 @@ class TextRows:
 
     def _db(self) -> sqlite3.Connection:
         assert self.cache is not None
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.cache, timeout=60)
         db.execute("CREATE TABLE IF NOT EXISTS text_results (key TEXT, settings TEXT, result TEXT, PRIMARY KEY (key, settings))")
         db.execute("CREATE TABLE IF NOT EXISTS text_rates (settings TEXT PRIMARY KEY, texts_per_s REAL)")
