@@ -165,3 +165,33 @@ def evaluate_aspects_cmd(
     for name, r in result["polarity"].items():
         table.add_row(name, f"{r['polarity_accuracy']:.3f}", str(r["n_polarity"]))
     console.print(table)
+
+
+@evaluate_app.command("questions")
+def evaluate_questions_cmd(
+    split: Annotated[str, typer.Option(help="dev, heldout or both.")] = "both",
+    show_misses: Annotated[bool, typer.Option("--misses", help="List the questions answered wrongly.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Plain-language questions -> filters without an LLM: exact-semantics accuracy on the
+    240 evaluation questions (half held out), refusals counted right only where expected."""
+    from shoplens.serving.questions import evaluate_questions
+
+    if split not in ("dev", "heldout", "both"):
+        raise typer.BadParameter(f"expected dev, heldout or both, found {split!r}", param_hint="--split")
+    result = evaluate_questions(("dev", "heldout") if split == "both" else (split,))
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    table = Table("split", "questions", "refusals expected", "zh", "en", "all",
+                  title="offline question parser: exact-semantics accuracy (docs/questions.md)")
+    for name, r in result.items():
+        acc = r["accuracy"]
+        table.add_row(name, str(r["n"]), str(r["refusals_expected"]), f"{acc.get('zh', 0):.3f}", f"{acc.get('en', 0):.3f}",
+                      f"{acc['all']:.3f} ({r['correct']['all']}/{r['n']})")
+    console.print(table)
+    if show_misses:
+        for name, r in result.items():
+            for m in r["misses"]:
+                console.print(f"[{name}] {m['id']} {escape(m['question'])}\n  expected {json.dumps(m['expected'], ensure_ascii=False)}"
+                              f"\n  got      {json.dumps(m['got'], ensure_ascii=False)}", soft_wrap=True)

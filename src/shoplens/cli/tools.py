@@ -282,8 +282,10 @@ def forget(
 
 @app.command()
 def audience(
-    expression: Annotated[str, typer.Argument(help="Filter, e.g. \"age 25-34 AND churn_risk > 0.6\".")],
+    expression: Annotated[str, typer.Argument(help="Filter, e.g. \"age 25-34 AND churn_risk > 0.6\" (or a question with --question).")],
     config: ConfigOpt = DEFAULT_CONFIG,
+    question: Annotated[bool, typer.Option("--question", "-q", help="EXPRESSION is a plain-language question in Chinese or "
+                                           "English, e.g. 最近三个月没买过东西、抱怨物流的高价值客户 (docs/questions.md).")] = False,
     channel: Annotated[str | None, typer.Option(
         help="The channel it is for (sms, email, push, phone, ads, export): only customers whose consent allows "
              "it are kept. Required with --out.")] = None,
@@ -297,7 +299,14 @@ def audience(
     from shoplens.serving.profile_store import FLAT_FIELDS, ProfileReader
 
     cfg = _load(config)
-    tree = parse_text(expression)
+    if question:
+        from shoplens.llm import provider_from_config
+        from shoplens.serving.nl import question_to_filter
+
+        tree, explanation = question_to_filter(provider_from_config(cfg), expression)
+        console.print(explanation, soft_wrap=True)
+    else:
+        tree = parse_text(expression)
     where, params = compile_filter(tree, FLAT_FIELDS)
     if out is not None and channel is None:
         raise ConsentError("an export names its --channel (sms, email, push, phone, ads or export): only customers "

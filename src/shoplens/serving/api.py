@@ -217,7 +217,9 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
             raise FilterError("give exactly one of 'filter' (JSON form), 'text' (text form) or 'question' (plain language)")
         explanation = None
         if body.question is not None:
-            from shoplens.serving.nl import question_to_filter  # the template writer refuses: 400
+            from shoplens.serving.nl import (
+                question_to_filter,  # no LLM: the offline parser (refusals: 400)
+            )
 
             tree, explanation = question_to_filter(llm, body.question)
         else:

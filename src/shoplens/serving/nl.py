@@ -1,7 +1,9 @@
 """Plain-language audience questions (Chinese or English) -> the filter language.
 
-The question goes to the configured LLM with the list of fields and the JSON filter
-grammar; the answer must be a JSON filter, which is validated and compiled through the
+Without an LLM (``[llm] type = "none"``, the default) the offline parser answers
+(``serving.questions``: the phrases of docs/questions.md, refusing what it does not
+understand). With an LLM configured, the question goes to it with the list of fields
+and the JSON filter grammar; the answer must be a JSON filter, which is validated and compiled through the
 same whitelist as a hand-written one, so an LLM (or a prompt-injected question) can
 never produce SQL. PII in the question is masked before the LLM sees it. An answer whose
 filter does not compile is never cached: the same question asks the LLM again.
@@ -15,9 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from shoplens.llm.base import AnswerRejected, LLMProvider, ask_json
+from shoplens.llm.template import is_template
 from shoplens.privacy import mask_text
-from shoplens.serving.audience import FilterError, compile_filter, valid_unicode
+from shoplens.serving.audience import FilterError, compile_filter, to_text, valid_unicode
 from shoplens.serving.profile_store import FLAT_FIELDS
+from shoplens.serving.questions import parse_question
 
 MAX_QUESTION = 500
 FIELD_NOTES = {
@@ -66,6 +70,12 @@ def question_to_filter(provider: LLMProvider, question: str) -> tuple[dict[str, 
         raise FilterError(f"question: longer than {MAX_QUESTION} characters")
     if not valid_unicode(question):
         raise FilterError("question: not valid Unicode (a lone surrogate)")
+    if is_template(provider):  # no LLM: the offline parser
+        parsed = parse_question(question)
+        if parsed.filter is None:
+            raise FilterError(f"question: {parsed.reason}. Rephrase it, or write the filter itself ('text')")
+        compile_filter(parsed.filter, FLAT_FIELDS)
+        return parsed.filter, "understood: " + "; ".join(f"{phrase} -> {to_text(c)}" for phrase, c in parsed.understood)
     try:
         answer = ask_json(provider, prompt(question), FilterAnswer, check=_filter_problems)
     except AnswerRejected as err:

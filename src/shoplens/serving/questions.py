@@ -268,7 +268,7 @@ def _rules() -> list[Rule]:
         _r(r"(\d+)\s*(?:到|至|-|~|—|to|and)\s*(\d+)\s*(?:岁|周岁)|(?:aged?|between(?: the ages of)?|ages?)\s*(\d+)\s*(?:-|to|and|~)\s*(\d+)(?:\s*years? old)?|"
            r"(\d+)\s*-\s*(\d+)\s*year[- ]olds?",
            lambda m: _c("age", "between", [int(g) for g in m.groups() if g][:2])),
-        _r(r"(\d+)\s*岁以上|(?:over|older than|above) (?:the age of )?(\d+)(?: years old)?|(\d+)\s*岁(?:以上)?的?(?:老|中老)年", 
+        _r(r"(\d+)\s*岁以上|(?:over|older than|above) (?:the age of )?(\d+)(?: years old)?|(\d+)\s*岁(?:以上)?的?(?:老|中老)年",
            lambda m: _c("age", ">", int(next(g for g in m.groups() if g)))),
         _r(r"(\d+)\s*岁以下|(?:under|younger than|below) (?:the age of )?(\d+)(?: years old)?",
            lambda m: _c("age", "<", int(next(g for g in m.groups() if g)))),
@@ -471,3 +471,36 @@ def canonical(tree: Cond | None) -> Any:
         return canonical({"and": [{"field": f, "op": ">=", "value": v[0]}, {"field": f, "op": "<=", "value": v[1]}]})
     value = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
     return (f, o, value)
+
+
+def load_questions(split: str) -> list[dict[str, Any]]:
+    """The evaluation questions of ``split`` (``dev`` or ``heldout``): id, lang, question,
+    expected filter (None: the parser should refuse)."""
+    import json
+    from importlib import resources
+
+    text = resources.files("shoplens").joinpath(f"data/questions_{split}.jsonl").read_text("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def evaluate_questions(splits: tuple[str, ...] = ("dev", "heldout")) -> dict[str, Any]:
+    """Exact-semantics accuracy per split and language: a compiled question is right when
+    its canonical filter equals the expected one; a refusal is right only where one is
+    expected."""
+    out: dict[str, Any] = {}
+    for split in splits:
+        rows = load_questions(split)
+        per: dict[str, list[bool]] = {}
+        misses = []
+        for r in rows:
+            got = parse_question(r["question"]).filter
+            ok = canonical(got) == canonical(r["expected"])
+            per.setdefault(r["lang"], []).append(ok)
+            per.setdefault("all", []).append(ok)
+            if not ok:
+                misses.append({"id": r["id"], "question": r["question"], "expected": r["expected"], "got": got})
+        refusals = [r for r in rows if r["expected"] is None]
+        out[split] = {"n": len(rows), "refusals_expected": len(refusals),
+                      "accuracy": {k: round(sum(v) / len(v), 4) for k, v in per.items()},
+                      "correct": {k: sum(v) for k, v in per.items()}, "misses": misses}
+    return out
