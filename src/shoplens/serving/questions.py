@@ -124,7 +124,7 @@ SEGMENTS = {"Champions": r"重要价值客户|重要价值|champions?",
 COUNTRIES = {"CN": r"中国|国内|china|chinese", "US": r"美国|usa|united states|america|the us|u\.s\.",
              "CA": r"加拿大|canada|canadian", "AU": r"澳大利亚|澳洲|australia|australian",
              "GB": r"英国|uk|united kingdom|britain|british|england"}
-CHANNELS = {"mini-program": r"小程序|mini[- ]?program", "app": r"\bapp\b|app端|手机app|app上",
+CHANNELS = {"mini-program": r"小程序|mini[- ]?programs?", "app": r"(?<![a-z])app(?:端|上)?(?![a-z])|手机app",
             "web": r"网站|网页|官网|web(?:site)?", "livestream": r"直播|live ?stream(?:ing)?"}
 CITIES = ["北京", "上海", "广州", "深圳", "杭州", "成都", "西安", "南京", "武汉", "重庆", "天津", "苏州",
           "austin", "toronto", "sydney", "london", "seattle", "new york", "los angeles", "vancouver"]
@@ -203,8 +203,10 @@ def _rules() -> list[Rule]:
         _r(rf"(?:至少|最少)(?:买过|下过|下单|购买过?)?\s*{NUM}\s*(?:次|单|笔)|at least\s+{NUM}\s+(?:orders|purchases|times)|"
            rf"{NUM}\s+or more (?:orders|purchases)",
            lambda m: _c("n_orders", ">=", _value(next(g for g in m.groups() if g)))),
+        _r(r"(?:没有?|未)(?:下过单|买过东西|买过|购买过|消费过)|(?:haven'?t|have not|hasn'?t|has not) (?:ever )?(?:bought|ordered|purchased)(?: anything)?",
+           lambda m: _c("n_orders", "=", 0)),
         # value tiers
-        _r(r"高价值|高净值|vip|大客户|大户|消费最高|花钱最多|最能花钱|高消费|土豪|high[- ]value|big spenders?|top spenders?|"
+        _r(r"高价值|高净值|vips?|大客户|大户|消费最高|花钱最多|最能花钱|高消费|土豪|high[- ]value|big spenders?|top spenders?|"
            r"highest[- ]spending|biggest spenders|most valuable|high spenders?|heavy spenders",
            lambda m: _c("m_score", ">=", 5)),
         _r(r"低价值|消费低|消费很低|花钱少|低消费|low[- ]value|low spenders?|small spenders|spend(?:s)? (?:very )?little",
@@ -230,10 +232,11 @@ def _rules() -> list[Rule]:
         _r(rf"(?:预测|预估|未来)?(?:价值|生命周期价值|clv|ltv|客户价值)\s*(?:超过|大于|高于|在|above|over|more than|greater than|of more than|>)\s*"
            rf"(?:\$|¥)?{NUM}(?:\s*(?:元|块))?(?:以上)?|(?:predicted|expected|lifetime) value (?:above|over|more than|greater than)\s*(?:\$|¥)?{NUM}",
            lambda m: _c("clv", ">", _value(next(g for g in m.groups() if g)))),
-        _r(r"购买意向高|购买意愿强|(?:很)?可能(?:会)?(?:下单|购买|买)|likely to (?:buy|purchase|order|convert)|high purchase (?:propensity|intent)",
+        _r(r"购买意向高|购买意愿强|(?:很)?可能(?:会)?(?:下单|购买|买)|likely to (?:buy|purchase|order|convert)|high purchase (?:propensity|intent)|"
+           r"likely (?:buyers|purchasers)|(?:high|strong) (?:buying|purchase) intent",
            lambda m: _c("purchase_propensity", ">", 0.6)),
         # aspects
-        _r(rf"(?:抱怨|吐槽|投诉|不满意?|嫌弃?|差评)(?:过)?(?:了)?(?:过)?(?:对|关于)?({asp})(?:的问题)?|对({asp})(?:很|比较)?(?:不满意?|有意见|差评)|"
+        _r(rf"(?:抱怨|吐槽|投诉|不满意?|嫌弃?|差评)(?:过)?(?:了)?(?:过)?(?:对|关于)?({asp})(?:的问题|太贵|太慢|太差|不好|太烂|差|慢)?|对({asp})(?:很|比较)?(?:不满意?|有意见|差评)|"
            rf"({asp})(?:差评|不满意?|太差|很差|太慢|慢)",
            lambda m: _c(f"aspect.{_lookup(ASPECTS, next(g for g in m.groups() if g))}", "<", 0)),
         _r(rf"(?:complain(?:ed|s|ing)?|griped|unhappy|dissatisfied|upset|angry)\s+(?:about|with|over)\s+(?:the\s+|our\s+|their\s+)?({asp})|"
@@ -263,8 +266,8 @@ def _rules() -> list[Rule]:
         _r(r"最近(?:30天|一个月|1个月)?(?:活跃|在逛|逛过|浏览过?|有浏览)|(?:active|browsing|browsed)(?: recently)?(?: in the (?:last|past) (?:30 days|1 month|month))?",
            lambda m: _c("events_last_30d", ">", 0)),
         # demographics
-        _r(r"女性|女生|女士|女的|女客户|女用户|妈妈|女|\bwomen\b|\bfemale\b|\bladies\b|\bwoman\b", lambda m: _c("gender", "=", "female")),
-        _r(r"男性|男生|男士|男的|男客户|男用户|男|\bmen\b|\bmale\b|\bguys\b|\bman\b", lambda m: _c("gender", "=", "male")),
+        _r(r"女性|女生|女士|女的|女客户|女用户|妈妈|女|\bwomen'?s?\b|\bwomens\b|\bfemales?\b|\bladies\b|\bwoman\b", lambda m: _c("gender", "=", "female")),
+        _r(r"男性|男生|男士|男的|男客户|男用户|男|\bmen'?s?\b|\bmales?\b|\bguys\b|\bman\b", lambda m: _c("gender", "=", "male")),
         _r(r"(\d+)\s*(?:到|至|-|~|—|to|and)\s*(\d+)\s*(?:岁|周岁)|(?:aged?|between(?: the ages of)?|ages?)\s*(\d+)\s*(?:-|to|and|~)\s*(\d+)(?:\s*years? old)?|"
            r"(\d+)\s*-\s*(\d+)\s*year[- ]olds?",
            lambda m: _c("age", "between", [int(g) for g in m.groups() if g][:2])),
@@ -272,6 +275,8 @@ def _rules() -> list[Rule]:
            lambda m: _c("age", ">", int(next(g for g in m.groups() if g)))),
         _r(r"(\d+)\s*岁以下|(?:under|younger than|below) (?:the age of )?(\d+)(?: years old)?",
            lambda m: _c("age", "<", int(next(g for g in m.groups() if g)))),
+        # a bare aspect coordinated with a previous one ("抱怨物流或者客服"): takes that one's polarity
+        _r(rf"({asp})", lambda m: {"field": f"aspect.{_lookup(ASPECTS, m.group(1))}", "op": "?", "value": None}),
         # places, channels, categories, segments
         _r(r"(" + "|".join(re.escape(c) for c in CITIES) + "|" + "|".join(re.escape(c) for c in CITY_NAMES) + r")",
            lambda m: _c("city", "=", CITY_NAMES.get(m.group(1), m.group(1).title() if m.group(1).isascii() else m.group(1)))),
@@ -292,9 +297,10 @@ FILLER_ZH = ("帮我", "给我", "找出", "找一下", "找找", "找到", "找
              "在", "有", "过", "了", "都", "也", "还", "又", "来自", "住在", "位于", "地区", "城市", "类", "品类", "商品",
              "东西", "主要", "最常", "经常", "常", "喜欢", "爱", "买", "那些", "这些", "群体", "名单", "列表", "一批",
              "audience", "目前", "现在", "当前", "的人", "渠道", "通过", "用", "来的", "注册", "岁", "年龄", "之间", "分群",
-             "群", "里", "中", "属于", "段", "我们", "我想", "想", "要", "需要", "对", "很", "比较", "呢", "吗", "吧", "啊")
-CONNECT_AND = ("并且", "而且", "同时", "以及", "还有", "和", "与", "跟", "及", "且", "并", "、", ",", "，", "and", "who", "with",
-               "that", "but", "whose", "also", "plus", "&")
+             "群", "里", "中", "属于", "段", "我们", "我想", "想", "要", "需要", "对", "很", "比较", "呢", "吗", "吧", "啊",
+             "从", "有多少", "多少", "都有谁", "有谁", "谁", "用品", "产品", "以外", "之外", "筛一下", "筛", "一些", "那种")
+CONNECT_AND = ("并且", "而且", "同时", "以及", "还有", "但是", "但", "和", "与", "跟", "及", "且", "并", "、", ",", "，", "and",
+               "who", "who've", "who have", "who has", "with", "that", "but", "whose", "also", "plus", "&")
 CONNECT_OR = ("或者", "或是", "或", "还是", "or", "either")
 CONNECT_NOT = ("不是", "不在", "不属于", "除了", "除去", "排除", "非", "不", "excluding", "except", "not", "but not", "other than",
                "without", "don't", "do not", "doesn't", "does not", "aren't", "isn't", "outside")
@@ -307,7 +313,8 @@ FILLER_EN = ("show me", "show", "find me", "find", "get me", "get", "give me", "
              "products", "items", "goods", "stuff", "channel", "via", "through", "using", "use", "came", "come", "signed up",
              "registered", "years old", "year olds", "aged", "age", "segment", "rfm", "in the", "can you", "could you",
              "which", "what", "whom", "there", "me", "us", "we", "let's", "let us", "target", "targeting", "want", "like",
-             "really", "very", "still", "currently", "now", "right now", "recently", "tier", "level", "type")
+             "really", "very", "still", "currently", "now", "right now", "recently", "tier", "level", "type", "anyone",
+             "everyone", "everybody", "anybody", "someone", "gear", "s", "how many", "count", "number of")
 _ACTIONS = re.compile(r"删除|删掉|清空|修改|更新|发送|发给|发短信|发邮件|导出给|转发|群发|写一|写首|写个|\b(?:delete|remove|drop|update|"
                       r"modify|send|email them|e-mail them|text them|export to|forward|write a|write me|truncate|insert)\b")
 _IDENTIFIER = re.compile(r"\[(?:PHONE|EMAIL|ID_CARD|BANK_CARD|ADDRESS)\]|customer[_ ]id|客户id|客户编号|\bc_[0-9a-f]{6,}", re.I)
@@ -355,12 +362,19 @@ def parse_question(question: str) -> Parsed:
             for i in range(m.start(), m.end()):
                 taken[i] = True
     found.sort(key=lambda f: f[0])
+    for i, (start, end, text, cond) in enumerate(found):
+        if cond.get("op") == "?":  # a bare aspect: the polarity of the aspect condition before it
+            before = [c for _s, _e, _t, c in found[:i] if str(c.get("field", "")).startswith("aspect.") and c["op"] != "?"]
+            if not before:
+                return Parsed(None, [(t, c) for _s, _e, t, c in found if c.get("op") != "?"], [text],
+                              reason=f"not understood: {text!r} (praised or complained about?)")
+            found[i] = (start, end, text, _c(cond["field"], before[-1]["op"], before[-1]["value"]))
     gaps, pos = [], 0
     for start, end, _t, _c2 in found:
         gaps.append(q[pos:start])
         pos = end
     gaps.append(q[pos:])
-    leftovers = [w for g in gaps for w in _leftover(g)]
+    leftovers = [w if len(w) <= 40 else w[:40] + "..." for g in gaps for w in _leftover(g)][:10]
     if leftovers:
         return Parsed(None, [(t, c) for _s, _e, t, c in found], leftovers,
                       reason="not understood: " + ", ".join(repr(w) for w in leftovers))
@@ -392,7 +406,20 @@ def _words(gap: str) -> str:
 
 
 def _leftover(gap: str) -> list[str]:
-    return [w for w in _words(gap).split() if w.strip("'")]
+    """Unknown words in a gap; an English word one typo away from a filler word is filler."""
+    import difflib
+
+    out = []
+    for w in _words(gap).split():
+        if not w.strip("'"):
+            continue
+        if w.isascii() and len(w) >= 5 and difflib.get_close_matches(w, _FILLER_WORDS, n=1, cutoff=0.85):
+            continue
+        out.append(w)
+    return out
+
+
+_FILLER_WORDS = [w for w in (*FILLER_EN, *CONNECT_AND) if w.isascii() and " " not in w and len(w) >= 4]
 
 
 def _has(gap: str, words: tuple[str, ...]) -> bool:
