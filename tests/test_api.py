@@ -175,9 +175,20 @@ def test_served_documents_follow_the_published_json_schema(server: dict) -> None
     assert any(d["tags"] for d in docs) and any(d["predictions"] for d in docs)
 
 
-def test_plain_language_needs_an_llm(server: dict) -> None:
-    r = post(server, "/audiences", "analyst", {"question": "high value customers"})
-    assert r.status_code == 400 and "need an LLM" in r.json()["error"]
+def test_plain_language_questions_without_an_llm(server: dict) -> None:
+    """The default config has no LLM: the offline parser answers, or refuses with a 400
+    that says what it did not understand (issue #14)."""
+    r = post(server, "/audiences", "analyst", {"question": "最近三个月没买过东西、抱怨物流的高价值客户"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["filter"] == {"and": [{"field": "recency_days", "op": ">", "value": 90},
+                                      {"field": "aspect.logistics", "op": "<", "value": 0},
+                                      {"field": "m_score", "op": ">=", "value": 5}]}
+    assert body["explanation"].startswith("understood: ") and "recency_days > 90" in body["explanation"]
+    r = post(server, "/audiences", "analyst", {"question": "high value customers who own a yacht"})
+    assert r.status_code == 400 and "not understood" in r.json()["error"] and "yacht" in r.json()["error"]
+    r = post(server, "/audiences", "analyst", {"question": "the customer with phone 13812345678"})
+    assert r.status_code == 400 and "identifier" in r.json()["error"] and "13812345678" not in r.text
 
 
 def test_analyze_endpoint_masks_and_analyses(server: dict) -> None:

@@ -1,6 +1,6 @@
 """The provider registry: every ``[llm] type`` gives a provider, the default is the
 template writer, and the template writer behaves as "no LLM" always did (template
-personas, a 400 for plain-language audience questions)."""
+personas; plain-language audience questions go to the offline parser)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from shoplens.models.personas import llm_persona, template_persona
 from shoplens.serving.access import Access
 
 TYPES = typing.get_args(LLMConfig.model_fields["type"].annotation)
-# today's answer to a plain-language question without an LLM, word for word
+# the answer to a plain-language question without an LLM before the offline parser (issue #14)
 NEEDS_LLM = {"error": "plain-language questions need an LLM ([llm] in shoplens.toml); use 'text' instead", "code": "filter"}
 
 
@@ -71,9 +71,11 @@ def default_client(demo_shop: Summary, tmp_path: Path) -> Iterator[tuple[TestCli
     yield TestClient(create_app(cfg)), key
 
 
-def test_plain_language_audience_with_the_default_answers_400_as_before(default_client: tuple[TestClient, str]) -> None:
+def test_plain_language_audience_with_the_default_uses_the_offline_parser(default_client: tuple[TestClient, str]) -> None:
     client, key = default_client
     r = client.post("/audiences", headers={"X-API-Key": key}, json={"question": "high value customers"})
-    assert r.status_code == 400 and r.json() == NEEDS_LLM
+    assert r.status_code == 200 and r.json()["filter"] == {"field": "m_score", "op": ">=", "value": 5}
+    r = client.post("/audiences", headers={"X-API-Key": key}, json={"question": "customers with pets"})
+    assert r.status_code == 400 and r.json() != NEEDS_LLM and "no profile field" in r.json()["error"]
     r = client.post("/audiences", headers={"X-API-Key": key}, json={"text": "n_orders >= 1"})
     assert r.status_code == 200 and r.json()["total"] > 0
