@@ -455,6 +455,7 @@ def _combine(conds: list[Cond], joins: list[str]) -> Cond:
             groups.append([cond])
         else:
             groups[-1].append(cond)
+    groups = [[c for i, c in enumerate(g) if c not in g[:i]] for g in groups]  # 高价值的高价值客户: once
     parts = [g[0] if len(g) == 1 else {"and": g} for g in groups]
     return parts[0] if len(parts) == 1 else {"or": parts}
 
