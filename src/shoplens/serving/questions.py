@@ -162,31 +162,41 @@ def _lookup(table: dict[str, str], text: str) -> str:
     raise KeyError(text)
 
 
+def _recency(op: str) -> Callable[[re.Match[str]], Cond]:
+    """Days since the last purchase against the match's number (group 1, default 1) and unit (group 2)."""
+    return lambda m: _c("recency_days", op, _days(m.group(1), m.group(2)))
+
+
+def _aspect(op: str) -> Callable[[re.Match[str]], Cond]:
+    """Complained about (``<``) or praised (``>``) the aspect the match names."""
+    return lambda m: _c(f"aspect.{_lookup(ASPECTS, next(g for g in m.groups() if g))}", op, 0)
+
+
 def _rules() -> list[Rule]:
     asp, cat, seg = _alt(ASPECTS), _alt(CATEGORIES), _alt(SEGMENTS)
     rules = [
         # recency: not bought for N
         _r(rf"(?:最近|近|过去|这)?{NUM}?\s*{ZH_UNIT}(?:内|以来|里|之内|当中)?(?:都|一直|再)?{NEG_BUY_ZH}",
-           lambda m: _c("recency_days", ">", _days(m.group(1), m.group(2)))),
+           _recency(">")),
         _r(rf"(?:超过|已经|已|有)?{NUM}\s*{ZH_UNIT}(?:以上|多|没)?(?:都)?{NEG_BUY_ZH}",
-           lambda m: _c("recency_days", ">", _days(m.group(1), m.group(2)))),
+           _recency(">")),
         _r(rf"{NEG_BUY_ZH}(?:的时间)?(?:超过|已经|已|有)?{NUM}\s*{ZH_UNIT}(?:以上|了)?",
-           lambda m: _c("recency_days", ">", _days(m.group(1), m.group(2)))),
+           _recency(">")),
         _r(rf"{NEG_BUY_EN}\s+(?:in|for|during|within|over)\s+(?:the\s+)?(?:last|past)?\s*{NUM}?\s*{EN_UNIT}",
-           lambda m: _c("recency_days", ">", _days(m.group(1), m.group(2)))),
+           _recency(">")),
         _r(rf"(?:no|zero|without any|without a|without)\s+(?:purchases?|orders?|buying)\s+(?:in|for|during|within|over)\s+"
            rf"(?:the\s+)?(?:last|past)?\s*{NUM}?\s*{EN_UNIT}",
-           lambda m: _c("recency_days", ">", _days(m.group(1), m.group(2)))),
+           _recency(">")),
         _r(rf"(?:last (?:bought|ordered|purchased)|last purchase(?: was)?)\s+(?:more than|over)\s+{NUM}\s*{EN_UNIT}\s+ago",
-           lambda m: _c("recency_days", ">", _days(m.group(1), m.group(2)))),
+           _recency(">")),
         # recency: bought within N
         _r(rf"(?:最近|近|过去)?{NUM}?\s*{ZH_UNIT}(?:内|以内|之内|里)?{BUY_ZH}",
-           lambda m: _c("recency_days", "<=", _days(m.group(1), m.group(2)))),
+           _recency("<=")),
         _r(rf"(?:bought|ordered|purchased|made a purchase|placed an order|shopped)(?:\s+(?:something|anything))?\s+"
            rf"(?:in|within|during|over)\s+(?:the\s+)?(?:last|past)\s*{NUM}?\s*{EN_UNIT}",
-           lambda m: _c("recency_days", "<=", _days(m.group(1), m.group(2)))),
+           _recency("<=")),
         _r(rf"(?:recent buyers|purchased recently)\s+\(?(?:within|in)\s+(?:the\s+)?(?:last|past)\s*{NUM}?\s*{EN_UNIT}\)?",
-           lambda m: _c("recency_days", "<=", _days(m.group(1), m.group(2)))),
+           _recency("<=")),
         # orders
         _r(r"从(?:来)?(?:没有?|未)(?:买过|下过单|购买过|下单|购买|消费过)(?:东西)?|一次都没(?:买过|下过单)|never (?:bought|ordered|purchased|"
            r"made a purchase|placed an order)(?: anything)?|(?:have|has) never (?:bought|ordered|purchased)|"
@@ -238,16 +248,16 @@ def _rules() -> list[Rule]:
         # aspects
         _r(rf"(?:抱怨|吐槽|投诉|不满意?|嫌弃?|差评)(?:过)?(?:了)?(?:过)?(?:对|关于)?({asp})(?:的问题|太贵|太慢|太差|不好|太烂|差|慢)?|对({asp})(?:很|比较)?(?:不满意?|有意见|差评)|"
            rf"({asp})(?:差评|不满意?|太差|很差|太慢|慢)",
-           lambda m: _c(f"aspect.{_lookup(ASPECTS, next(g for g in m.groups() if g))}", "<", 0)),
+           _aspect("<")),
         _r(rf"(?:complain(?:ed|s|ing)?|griped|unhappy|dissatisfied|upset|angry)\s+(?:about|with|over)\s+(?:the\s+|our\s+|their\s+)?({asp})|"
            rf"(?:bad|negative|poor) (?:reviews? (?:of|about) (?:the\s+)?)?({asp})(?: reviews?| feedback| experience)?|"
            rf"({asp}) complaints?|complaints? about (?:the\s+)?({asp})",
-           lambda m: _c(f"aspect.{_lookup(ASPECTS, next(g for g in m.groups() if g))}", "<", 0)),
+           _aspect("<")),
         _r(rf"(?:夸|夸奖|称赞|表扬|好评|满意)(?:过)?(?:了)?({asp})|对({asp})(?:很|比较|非常)?(?:满意|好评)|({asp})(?:好评|满意|很好|不错)",
-           lambda m: _c(f"aspect.{_lookup(ASPECTS, next(g for g in m.groups() if g))}", ">", 0)),
+           _aspect(">")),
         _r(rf"(?:praised|praise|liked|loved|happy with|satisfied with|pleased with|positive about)\s+(?:the\s+)?({asp})|"
            rf"(?:good|positive|great) ({asp}) (?:reviews?|feedback)",
-           lambda m: _c(f"aspect.{_lookup(ASPECTS, next(g for g in m.groups() if g))}", ">", 0)),
+           _aspect(">")),
         # reviews
         _r(r"差评(?:多|较多|很多|比较多)|(?:评价|评论)(?:大多|多半|基本)?(?:负面|差)|负面评价多|爱给差评|mostly negative reviews|"
            r"(?:mostly|mainly|largely) negative|negative reviewers|unhappy reviewers|leave (?:mostly )?bad reviews",
