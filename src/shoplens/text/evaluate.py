@@ -54,7 +54,8 @@ def train(out: Path | None = None, on_progress: Progress | None = None) -> dict[
     vectors = e5.embed(texts)
     head = train_head(splits, texts, labels, oof, vectors)
     legacy = _cv(np.c_[_logit(oof), vectors], labels)  # the replaced configuration, out of fold
-    heads = train_heads(oof, texts, labels, {use.id: use.embed, e5.id: e5.embed}, e5.id, legacy, training_hash(splits), hand_labelled(), head)
+    heads = train_heads(oof, texts, labels, {use.id: use.embed, e5.id: e5.embed}, e5.id, legacy, training_hash(splits),
+                        clean=hand_labelled(), legacy_head=head)
     e5.close()
     use.close()
     package = Path(str(resources.files("shoplens")))
