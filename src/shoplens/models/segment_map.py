@@ -31,7 +31,10 @@ def write_maps(X: np.ndarray, labels: np.ndarray, names: dict[int, str], out: Pa
     idx = rng.choice(len(X), size=min(MAX_POINTS, len(X)), replace=False)
     xy, lab = project(X, seed)[idx], labels[idx]
     out.parent.mkdir(parents=True, exist_ok=True)
-    plt.rcParams["font.sans-serif"] = ["Noto Sans CJK SC", "WenQuanYi Micro Hei", "DejaVu Sans"]
+    from shoplens.fonts import cjk_family
+
+    family = cjk_family("".join(names.values()))  # None: warned, names draw as boxes
+    plt.rcParams["font.sans-serif"] = [*([family] if family else []), "DejaVu Sans"]
     fig, ax = plt.subplots(figsize=(7, 5.5))
     for seg in sorted(np.unique(lab)):
         m = lab == seg
@@ -42,11 +45,7 @@ def write_maps(X: np.ndarray, labels: np.ndarray, names: dict[int, str], out: Pa
     ax.legend(markerscale=3, fontsize=8)
     ax.set_title("Customers by segment (PCA)")
     png = out.with_suffix(".png")
-    import warnings
-
-    with warnings.catch_warnings():  # CJK glyphs missing from the fallback font only degrade the PNG's legend
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
-        fig.savefig(png, dpi=120, bbox_inches="tight")
+    fig.savefig(png, dpi=120, bbox_inches="tight")  # a missing glyph warns: never hidden
     plt.close(fig)
 
     lo, hi = xy.min(0), xy.max(0)
