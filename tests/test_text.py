@@ -146,7 +146,7 @@ def test_verified_chinese_labels_are_held_out_and_scored() -> None:
     assert len(rows) == 500 and {r["verified"] for r in rows} == {"positive", "negative", "mixed"}
     assert all(r["text"] in corpus and r["text"] not in train and int(r["corpus_label"]) == corpus[r["text"]]
                for r in rows)  # every row is a held-out test review with its corpus label as stored
-    v = evaluate_verified(load_sentiment(), embed=False)  # n-gram only: the stack needs e5 (docs/benchmarks.md)
+    v = evaluate_verified(load_sentiment())  # n-gram only: the stack needs e5 (docs/benchmarks.md)
     assert v["n_clear"] + v["mixed"] == 500 and "cascade" not in v
     assert v["ngram"]["ci95"][0] < v["ngram"]["accuracy"] < v["ngram"]["ci95"][1]
     assert v["ngram"]["accuracy"] >= 0.87 and v["ngram"]["accuracy"] > v["baseline"]["accuracy"]

@@ -132,7 +132,8 @@ class Cascade:
     def score(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """P(positive) per text and the stage that answered (``ngram``, or an embedder id)."""
         texts = list(texts)
-        p = self.model.predict_proba(texts)
+        ngram = self.model.predict_proba(texts)
+        p = ngram.copy()  # the heads stack on the n-gram score: keep it
         via = [NGRAM] * len(texts)
         if not texts or embeddings is None:
             self.routes.update(via)
@@ -143,7 +144,7 @@ class Cascade:
             for lang in LANGUAGES:
                 mine = np.flatnonzero(langs == lang)
                 if len(mine) and self.routes_by_language[lang]["base"] == self.bulk_id:
-                    p[mine] = stack(heads[self.bulk_id][lang], [texts[i] for i in mine], p[mine], embeddings[mine])
+                    p[mine] = stack(heads[self.bulk_id][lang], [texts[i] for i in mine], ngram[mine], embeddings[mine])
                     for i in mine:
                         via[i] = self.bulk_id
         if self.refine is not None:
@@ -152,7 +153,7 @@ class Cascade:
             if len(unsure):
                 unsure_texts = [texts[i] for i in unsure]
                 vectors = self.refine.embed(unsure_texts)
-                base = self.model.predict_proba(unsure_texts)
+                base = ngram[unsure]
                 for lang in LANGUAGES:
                     mine = np.flatnonzero(langs[unsure] == lang)
                     if len(mine):

@@ -116,29 +116,26 @@ def default_cascade(model: SentimentModel, on_progress: Progress | None = None) 
     return Cascade(model, bulk.id, user_e5(on_progress)), bulk
 
 
-def _configurations(model: SentimentModel, texts: list[str], on_progress: Progress | None,
-                    embed: bool = True) -> dict[str, dict[str, Any]]:
+def _configurations(model: SentimentModel, texts: list[str], scorer: tuple[Any, Any] | None) -> dict[str, dict[str, Any]]:
     """P(positive) and route shares of each configuration on ``texts``: the n-gram model,
-    the replaced one (shared e5 head on every text) and the default cascade."""
+    the replaced one (shared e5 head on every text) and the default cascade; ``scorer``
+    is ``default_cascade``'s pair (None: the n-gram model alone)."""
     out: dict[str, dict[str, Any]] = {"ngram": {"p": model.predict_proba(texts)}}
-    if not embed:
+    if scorer is None:
         return out
-    cascade, bulk = default_cascade(model, on_progress)
+    cascade, bulk = scorer
     if model.head_ is not None:
         out["replaced"] = {"p": model.predict_proba(texts, cascade.refine.embed(texts) if cascade.refine else None)}
     t0 = time.perf_counter()
     p, via = cascade.score(texts, bulk.embed(texts))
     out["cascade"] = {"p": p, "refined_share": round(sum(v != bulk.id and v != "ngram" for v in via) / max(len(via), 1), 4),
                       "seconds": round(time.perf_counter() - t0, 2)}
-    bulk.close()
-    if cascade.refine is not None:
-        cascade.refine.close()
     return out
 
 
-def evaluate_verified(model: SentimentModel, on_progress: Progress | None = None, embed: bool = True) -> dict[str, Any]:
-    """Scores against the verified labels (module docstring); ``embed`` False: the n-gram
-    model alone."""
+def evaluate_verified(model: SentimentModel, scorer: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Scores against the verified labels (module docstring); ``scorer`` as for
+    ``_configurations`` (None: the n-gram model alone)."""
     rows = load_verified()
     clear = [r for r in rows if r["verified"] != "mixed"]
     texts = [r["text"] for r in clear]
@@ -146,7 +143,7 @@ def evaluate_verified(model: SentimentModel, on_progress: Progress | None = None
     corpus = np.array([int(r["corpus_label"]) for r in clear])
     out: dict[str, Any] = {"n": len(rows), "mixed": len(rows) - len(clear), "n_clear": len(clear),
                            "corpus_label_agreement": _accuracy(corpus == truth)}
-    for name, got in _configurations(model, texts, on_progress, embed).items():
+    for name, got in _configurations(model, texts, scorer).items():
         out[name] = _accuracy((got["p"] >= 0.5) == truth) | {k: v for k, v in got.items() if k != "p"}
     out["baseline"] = {"name": BASELINES["zh"][0], **_accuracy(BASELINES["zh"][1](texts) == truth)}
     return out
@@ -159,9 +156,10 @@ def evaluate_sentiment(on_progress: Progress | None = None) -> dict[str, Any]:
     splits = load_splits()
     model: SentimentModel = load_sentiment()
     out: dict[str, Any] = {"hash": artifact_hash(splits), "n_train": len(splits.train_texts), "languages": {}}
+    scorer = default_cascade(model, on_progress)  # the embedders load once for every set below
     for lang, (texts, labels) in splits.test.items():
         row: dict[str, Any] = {"n_test": len(texts), "positive_share": round(float(labels.mean()), 4)}
-        for name, got in _configurations(model, texts, on_progress).items():
+        for name, got in _configurations(model, texts, scorer).items():
             row[name] = {"accuracy": round(float(((got["p"] >= 0.5) == labels).mean()), 4)} | {
                 k: v for k, v in got.items() if k != "p"}
         name, fn = BASELINES[lang]
@@ -170,5 +168,8 @@ def evaluate_sentiment(on_progress: Progress | None = None) -> dict[str, Any]:
         row["baseline"] = {"name": name, "accuracy": round(float((b == labels).mean()), 4),
                            "texts_per_s": round(len(texts) / (time.perf_counter() - t0))}
         out["languages"][lang] = row
-    out["zh_verified"] = evaluate_verified(model, on_progress)
+    out["zh_verified"] = evaluate_verified(model, scorer)
+    scorer[1].close()
+    if scorer[0].refine is not None:
+        scorer[0].refine.close()
     return out

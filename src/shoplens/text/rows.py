@@ -43,6 +43,7 @@ ROWS = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("crea
                   ("vector", pa.list_(pa.float32())), ("cached", pa.bool_())])
 _EPOCH = datetime(1970, 1, 1)  # stored times are naive UTC: never read them in the machine's zone
 _ANALYSERS: dict[str, Any] = {}  # per process: settings hash -> Analysers
+_READY: set[str] = set()  # result cache files whose tables this process has made
 _RESULT_FIELDS = ("language", "sentiment", "keywords", "truncated", "live", "tokens", "aspects")
 
 
@@ -75,11 +76,14 @@ class TextRows:
 
     def _db(self) -> sqlite3.Connection:
         assert self.cache is not None
-        self.cache.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.cache, timeout=60)
-        db.execute("CREATE TABLE IF NOT EXISTS text_results (key TEXT, settings TEXT, result TEXT, PRIMARY KEY (key, settings))")
-        db.execute("CREATE TABLE IF NOT EXISTS text_rates (settings TEXT PRIMARY KEY, texts_per_s REAL)")
-        return db
+        if str(self.cache) not in _READY or not self.cache.exists():  # tables made once per process and file
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(self.cache, timeout=60)) as db, db:
+                db.execute("CREATE TABLE IF NOT EXISTS text_results (key TEXT, settings TEXT, result TEXT, "
+                           "PRIMARY KEY (key, settings))")
+                db.execute("CREATE TABLE IF NOT EXISTS text_rates (settings TEXT PRIMARY KEY, texts_per_s REAL)")
+            _READY.add(str(self.cache))
+        return sqlite3.connect(self.cache, timeout=60)
 
     def _results(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         if self.cache is None or not keys:
