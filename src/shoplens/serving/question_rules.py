@@ -153,6 +153,11 @@ def _recency(op: str) -> Callable[[re.Match[str]], Cond]:
     return lambda m: condition("recency_days", op, _days(m.group(1), m.group(2)))
 
 
+def _amount(field_: str, op: str) -> Callable[[re.Match[str]], Cond]:
+    """``field op`` the number in the match's first non-empty group (alternatives each capture one)."""
+    return lambda m: condition(field_, op, _value(next(g for g in m.groups() if g)))
+
+
 def _aspect(op: str) -> Callable[[re.Match[str]], Cond]:
     """Complained about (``<``) or praised (``>``) the aspect the match names."""
     return lambda m: condition(f"aspect.{_lookup(ASPECTS, next(g for g in m.groups() if g))}", op, 0)
@@ -195,10 +200,10 @@ def _rules() -> list[Rule]:
            lambda m: condition("n_orders", ">=", 2)),
         _r(rf"(?:买过|下过|下单|购买过?|订单)\s*{NUM}\s*(?:次|单|笔)以上|(?:买过|下过|下单|购买过?)(?:超过|多于){NUM}\s*(?:次|单|笔)|"
            rf"(?:more than|over)\s+{NUM}\s+(?:orders|purchases|times)|(?:订单数?|下单次数|购买次数)(?:超过|大于|多于){NUM}",
-           lambda m: condition("n_orders", ">", _value(next(g for g in m.groups() if g)))),
+           _amount("n_orders", ">")),
         _r(rf"(?:至少|最少)(?:买过|下过|下单|购买过?)?\s*{NUM}\s*(?:次|单|笔)|at least\s+{NUM}\s+(?:orders|purchases|times)|"
            rf"{NUM}\s+or more (?:orders|purchases)",
-           lambda m: condition("n_orders", ">=", _value(next(g for g in m.groups() if g)))),
+           _amount("n_orders", ">=")),
         _r(r"(?:没有?|未)(?:下过单|买过东西|买过|购买过|消费过)|(?:haven'?t|have not|hasn'?t|has not) (?:ever )?(?:bought|ordered|purchased)(?: anything)?",
            lambda m: condition("n_orders", "=", 0)),
         # value tiers
@@ -209,13 +214,13 @@ def _rules() -> list[Rule]:
            lambda m: condition("m_score", "<=", 2)),
         _r(rf"(?:累计|总)?(?:消费|花费|花了|消费金额|总消费|购买金额)(?:金额)?(?:超过|大于|高于|多于|在|过){NUM}\s*(?:元|块|rmb|yuan)?(?:以上)?|"
            rf"(?:spent|spend|spending|total spend(?:ing)?|total spent)\s+(?:of\s+)?(?:more than|over|above|greater than|>)\s*(?:\$|¥|rmb\s*)?{NUM}",
-           lambda m: condition("total_spend", ">", _value(next(g for g in m.groups() if g)))),
+           _amount("total_spend", ">")),
         _r(rf"(?:累计|总)?(?:消费|花费|消费金额)(?:少于|低于|不到|小于){NUM}\s*(?:元|块)?|"
            rf"(?:spent|spend|spending|total spend(?:ing)?)\s+(?:less than|under|below|<)\s*(?:\$|¥)?{NUM}",
-           lambda m: condition("total_spend", "<", _value(next(g for g in m.groups() if g)))),
+           _amount("total_spend", "<")),
         _r(rf"客单价(?:超过|大于|高于|在){NUM}\s*(?:元|块)?(?:以上)?|(?:average order value|aov|average basket)\s+(?:of\s+)?"
            rf"(?:more than|over|above|greater than|>)\s*(?:\$|¥)?{NUM}",
-           lambda m: condition("aov", ">", _value(next(g for g in m.groups() if g)))),
+           _amount("aov", ">")),
         # churn, clv, propensity
         _r(rf"(?:流失(?:风险|概率|可能性?)|churn (?:risk|probability))\s*(?:超过|大于|高于|above|over|more than|greater than|>)\s*{NUM}",
            lambda m: condition("churn_risk", ">", _value(m.group(1)) if "%" in m.group(1) or _value(m.group(1)) <= 1
@@ -227,7 +232,7 @@ def _rules() -> list[Rule]:
            lambda m: condition("churn_risk", "<", 0.3)),
         _r(rf"(?:预测|预估|未来)?(?:价值|生命周期价值|clv|ltv|客户价值)\s*(?:超过|大于|高于|在|above|over|more than|greater than|of more than|>)\s*"
            rf"(?:\$|¥)?{NUM}(?:\s*(?:元|块))?(?:以上)?|(?:predicted|expected|lifetime) value (?:above|over|more than|greater than)\s*(?:\$|¥)?{NUM}",
-           lambda m: condition("clv", ">", _value(next(g for g in m.groups() if g)))),
+           _amount("clv", ">")),
         _r(r"购买意向高|购买意愿强|(?:很)?可能(?:会)?(?:下单|购买|买)|likely to (?:buy|purchase|order|convert)|high purchase (?:propensity|intent)|"
            r"likely (?:buyers|purchasers)|(?:high|strong) (?:buying|purchase) intent",
            lambda m: condition("purchase_propensity", ">", 0.6)),
