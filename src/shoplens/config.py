@@ -163,6 +163,16 @@ class SegmentsConfig(_Strict):
     fit_sample: int = Field(default=200_000, ge=100)
 
 
+class RecommendConfig(_Strict):
+    """Recommendations (the build's recommend step): a ranked list per customer."""
+
+    enabled: bool = True
+    n: int = Field(default=10, ge=1, le=100)  # products shown in the profile
+    rules: str = "default"  # "default" or a path to a recommend.toml (rules and reason phrases)
+    # customers whose last basket trains the ranker (a uniform sample beyond this)
+    fit_sample: int = Field(default=50_000, ge=100)
+
+
 class TextConfig(_Strict):
     """Text intelligence (the build's text step and ``shoplens analyze``)."""
 
@@ -237,6 +247,7 @@ class Config(_Strict):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)

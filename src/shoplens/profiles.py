@@ -88,11 +88,26 @@ def resolve_customer(store: Store, ref: str, keys: Keys | None) -> str:
     raise NotFoundError(f"customer '{ref}' not found in snapshot {snap}{hint}")
 
 
-def profile_query(schema: str, where: str = "") -> str:
+PROFILE_RECOMMENDATIONS = 10  # products in the profile's ``recommendations`` slot
+
+
+def has_table(store: Store, snap: int, name: str) -> bool:
+    """Whether snapshot ``snap`` has table ``name`` (snapshots from before a stage existed do not)."""
+    return bool(store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                             [f"snap_{snap}", name]))
+
+
+def profile_query(schema: str, where: str = "", recommendations: bool = True) -> str:
     """One row per customer with everything a profile document needs (set-based, so the
-    same query serves one id or a whole snapshot)."""
+    same query serves one id or a whole snapshot). ``recommendations``: whether the
+    snapshot has them (snapshots built before the recommend stage do not)."""
+    recs = f"""(SELECT customer_id, list({{'rank': rank, 'product_id': product_id, 'name': name, 'category': category,
+        'score': round(score, 4), 'source': source, 'reason': reason, 'reason_zh': reason_zh}} ORDER BY rank)
+        AS recommendations FROM {schema}.recommendations WHERE rank <= {PROFILE_RECOMMENDATIONS} GROUP BY customer_id)""" \
+        if recommendations else "(SELECT NULL AS customer_id, NULL AS recommendations WHERE false)"
     return f"""
-WITH cats AS (
+WITH recs AS {recs},
+cats AS (
     SELECT customer_id, list({{'category': category, 'spend': spend, 'share': share}} ORDER BY rank) AS categories
     FROM {schema}.customer_category_shares WHERE rank < 5 GROUP BY customer_id),
 txt AS (
@@ -103,7 +118,7 @@ SELECT f.*, d.gender, d.birth_year, d.city, d.region, d.country, d.channel, d.si
        p.churn_reasons, p.churn_reasons_zh, cats.categories, txt.n_texts, txt.mean_rating, txt.languages,
        cs.segment_id, sg.name AS segment_name,
        ctf.sentiment_mean, ctf.sentiment_trend, ctf.negative_share, ctf.top_keywords, ctf.interests,
-       ctf.topic_shares, COLUMNS('^aspect_')
+       ctf.topic_shares, COLUMNS('^aspect_'), recs.recommendations
 FROM {schema}.customer_features f
 JOIN {schema}.customers d USING (customer_id)
 LEFT JOIN {schema}.customer_predictions p USING (customer_id)
@@ -112,6 +127,7 @@ LEFT JOIN txt USING (customer_id)
 LEFT JOIN {schema}.customer_text_features ctf USING (customer_id)
 LEFT JOIN {schema}.customer_segments cs USING (customer_id)
 LEFT JOIN {schema}.segments sg USING (segment_id)
+LEFT JOIN recs USING (customer_id)
 {where}"""
 
 
@@ -147,7 +163,7 @@ def document(row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "segment": None if row.get("segment_id") is None else {"id": int(row["segment_id"]), "name": row.get("segment_name")},
         "tags": row.get("tags") or [],
         "risk_flags": [],
-        "recommendations": [],
+        "recommendations": [{k: _clean(v) for k, v in r.items()} for r in (row.get("recommendations") or [])],
         "provenance": {
             **{k: _clean(v) for k, v in meta.items()},
             "features": "behaviour (Ibis on DuckDB)",
@@ -162,5 +178,6 @@ def get_profile(store: Store, ref: str, keys: Keys | None = None) -> dict[str, A
     """
     cid = resolve_customer(store, ref, keys)
     snap = store.require_snapshot()
-    row = store.record(profile_query(f"snap_{snap}", "WHERE f.customer_id = ?"), [cid])
+    row = store.record(profile_query(f"snap_{snap}", "WHERE f.customer_id = ?",
+                                     has_table(store, snap, "recommendations")), [cid])
     return document(row, snapshot_meta(store, snap))

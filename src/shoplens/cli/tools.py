@@ -296,7 +296,7 @@ def audience(
     """Select customers with the filter language; print the count or export them."""
     from shoplens.consent import EXCLUDED_REASONS, ConsentError, Ledger, select
     from shoplens.serving.audience import compile_filter, parse_text, to_text
-    from shoplens.serving.profile_store import FLAT_FIELDS, ProfileReader
+    from shoplens.serving.profile_store import AUDIENCE_FIELDS, ProfileReader
 
     cfg = _load(config)
     if question:
@@ -307,7 +307,7 @@ def audience(
         console.print(explanation, soft_wrap=True)
     else:
         tree = parse_text(expression)
-    where, params = compile_filter(tree, FLAT_FIELDS)
+    where, params = compile_filter(tree, AUDIENCE_FIELDS)
     if out is not None and channel is None:
         raise ConsentError("an export names its --channel (sms, email, push, phone, ads or export): only customers "
                            "who consented to it are exported")

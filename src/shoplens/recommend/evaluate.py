@@ -98,7 +98,7 @@ def _demo() -> Data:
         orders = pd.read_csv(f"{tmp}/orders.csv", dtype=str)
         items = pd.read_csv(f"{tmp}/order_items.csv", dtype=str)
         products = pd.read_csv(f"{tmp}/products.csv", dtype=str)
-        customers = pd.read_csv(f"{tmp}/customers.csv", dtype=str)
+        customers = pd.read_csv(f"{tmp}/customers.csv", dtype=str, encoding="gb18030")
     orders = orders[orders["status"].fillna("paid") == "paid"]
     ts = pd.to_datetime(orders["order_ts"], errors="coerce", format="mixed")
     orders = orders.assign(ts=ts).dropna(subset=["ts"])
@@ -127,7 +127,7 @@ def metrics(recs: dict[str, list[str]], test: pd.DataFrame, train: pd.DataFrame,
     hr, ndcg, recall, rep_hit, rep_n, new_hit, new_n = [], [], [], 0, 0, 0, 0
     shown: set[str] = set()
     for cid, items in truth.items():
-        got = recs.get(cid, [])[:K]
+        got = recs.get(str(cid), [])[:K]
         shown.update(got)
         hits = [p in items for p in got]
         hr.append(float(any(hits)))
@@ -163,7 +163,7 @@ class _Matrix:
     def top(self, scores: np.ndarray, users: list[str], exclude: bool) -> dict[str, list[str]]:
         """Top 10 per customer from a (customers x products) dense score block."""
         if exclude:
-            seen = self.x.counts[self.users.get_indexer(users)]
+            seen = self.x.counts[self.users.get_indexer(pd.Index(users))]
             scores = scores.copy()
             scores[seen.nonzero()] = -np.inf
         idx = np.argpartition(-scores, K, axis=1)[:, :K]
@@ -190,7 +190,7 @@ def personal(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]
     pop = pop / (pop.max() + 1)
     out: dict[str, list[str]] = {}
     for b in _blocks(users):
-        rows = m.users.get_indexer(b)
+        rows = m.users.get_indexer(pd.Index(b))
         own = m.x.counts[rows].toarray() + m.x.last[rows].toarray() / (m.x.now * 10)
         out |= m.top(own + pop, b, exclude)
     return out
@@ -200,14 +200,14 @@ def item_knn(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]
     co = CoOccurrence(k=100).fit(m.x.binary)
     out: dict[str, list[str]] = {}
     for b in _blocks(users):
-        rows = m.users.get_indexer(b)
+        rows = m.users.get_indexer(pd.Index(b))
         out |= m.top(co.score(m.x.binary[rows]).toarray(), b, exclude)
     return out
 
 
 def als(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]]:
     model = Collaborative().fit(m.x.counts)
-    f = model.user_factors[m.users.get_indexer(users)]
+    f = model.user_factors[m.users.get_indexer(pd.Index(users))]
     return m.top(f @ model.item_factors.T, users, exclude)
 
 
@@ -218,7 +218,7 @@ def bpr(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]]:
     with threadpool_limits(1, "blas"):
         model = BayesianPersonalizedRanking(factors=64, iterations=100, random_state=0)
         model.fit(m.x.binary, show_progress=False)
-    f = np.asarray(model.user_factors)[m.users.get_indexer(users)]
+    f = np.asarray(model.user_factors)[m.users.get_indexer(pd.Index(users))]
     return m.top(f @ np.asarray(model.item_factors).T, users, exclude)
 
 
@@ -232,7 +232,7 @@ def ease(m: _Matrix, users: list[str], exclude: bool, lam: float = 500.0) -> dic
     b[np.diag_indices_from(b)] = 0
     out: dict[str, list[str]] = {}
     for blk in _blocks(users):
-        out |= m.top(np.asarray(x[m.users.get_indexer(blk)] @ b), blk, exclude)
+        out |= m.top(np.asarray(x[m.users.get_indexer(pd.Index(blk))] @ b), blk, exclude)
     return out
 
 
@@ -243,7 +243,8 @@ BASELINES: dict[str, Callable[[_Matrix, list[str], bool], dict[str, list[str]]]]
 
 
 def _hybrid_recs(frame: pd.DataFrame) -> dict[str, list[str]]:
-    return frame.sort_values(["customer_id", "rank"]).groupby("customer_id")["product_id"].apply(list).to_dict()
+    lists = frame.sort_values(["customer_id", "rank"]).groupby("customer_id")["product_id"].apply(list)
+    return {str(k): v for k, v in lists.items()}
 
 
 def evaluate(name: str, on_info: Callable[[str], None] = lambda _m: None, seed: int = 0) -> Result:

@@ -16,6 +16,7 @@ customer's items that weigh most in the co-occurrence sum, ALS's per-item terms
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from shoplens.recommend.reasons import Reasons
-from shoplens.recommend.sources import DAY, Collaborative, CoOccurrence, History, Interactions, Popularity
+from shoplens.recommend.sources import (
+    DAY,
+    Collaborative,
+    CoOccurrence,
+    History,
+    Interactions,
+    Popularity,
+)
 
 # feature -> the source it belongs to ("context" describes the customer or product only)
 FEATURES: dict[str, str] = {
@@ -157,7 +165,7 @@ class HybridRecommender:
         first_ts = inter.groupby("customer_id")["ts"].transform("min")
         label_rows = (inter["ts"] == last_ts) & (last_ts > first_ts)  # customers with an earlier basket
         label = inter[label_rows]
-        users = pd.unique(label["customer_id"])
+        users = np.asarray(pd.unique(label["customer_id"]))
         rng = np.random.default_rng(self.random_state)
         if len(users) > self.max_train_customers:
             users = rng.choice(users, self.max_train_customers, replace=False)
@@ -194,8 +202,11 @@ class HybridRecommender:
         model = lgb.LGBMRanker(objective="lambdarank", n_estimators=self.n_estimators, learning_rate=self.learning_rate,
                                num_leaves=31, min_child_samples=20, subsample=0.8, subsample_freq=1,
                                colsample_bytree=0.9, random_state=self.random_state, verbose=-1, n_jobs=2)
-        model.fit(xt, yt, group=gt, eval_set=[(xv, yv)], eval_group=[gv], eval_at=[10],
-                  callbacks=[lgb.early_stopping(30, verbose=False)])
+        with warnings.catch_warnings():  # eval_set: renamed in LightGBM 4.7, the only form before it
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*eval_set.*")
+            model.fit(xt, yt, group=gt, eval_set=[(xv, yv)], eval_group=[gv], eval_at=[10],
+                      callbacks=[lgb.early_stopping(30, verbose=False)])
         self.validation_ = {"customers": int(len(valid)), "ndcg@10": float(model.best_score_["valid_0"]["ndcg@10"]),
                             "trees": int(model.best_iteration_ or self.n_estimators)}
         return model
@@ -236,8 +247,9 @@ class HybridRecommender:
         zero = sp.diags(known.astype(np.float32))
         vlast = (zero @ fitted.view_last[safe]).tocsr() if fitted.view_last is not None else None
         x = fitted.x
-        return _Rows(*((zero @ m[safe]).tocsr() for m in (x.counts, x.last, x.first_basket, x.last_basket)), vlast,
-                     np.where(known, x.baskets[safe], 0))
+        counts, last, first_b, last_b = ((zero @ m[safe]).tocsr() for m in (x.counts, x.last, x.first_basket,
+                                                                              x.last_basket))
+        return _Rows(counts, last, first_b, last_b, vlast, np.where(known, x.baskets[safe], 0))
 
     def _candidates(self, fitted: _Fitted, uidx: np.ndarray, exclude_purchased: bool | None,
                     extra: _Rows | None = None, groups: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -263,7 +275,7 @@ class HybridRecommender:
                 factors[unseen] = fitted.als.fold_in(counts[unseen])
             parts.append(fitted.als.top(factors, k))
         if groups is None and "group" in self.customers_:
-            groups = np.where(uidx >= 0, self.customers_["group"].to_numpy()[np.maximum(uidx, 0)], None)
+            groups = self._group_of(pd.Index([]), uidx, None)
         pop_rows = _popular_rows(fitted.pop, len(uidx), n_items, k // 2, groups)
         parts.append(pop_rows)
         cand = parts[0].copy()
@@ -302,7 +314,7 @@ class HybridRecommender:
         f["co_all"] = _gather(co_all, keys)
         f["view_co"] = _gather(view_co, keys) if view_co is not None else np.zeros(len(keys), np.float32)
         f["als"] = (np.einsum("ij,ij->i", factors[rows], fitted.als.item_factors[cols])
-                    if factors is not None else np.zeros(len(keys), np.float32))
+                    if factors is not None and fitted.als is not None else np.zeros(len(keys), np.float32))
         profile = None
         if self.item_emb_ is not None:
             profile = np.asarray(co_w @ self.item_emb_)
@@ -312,7 +324,9 @@ class HybridRecommender:
         else:
             f["content"] = np.zeros(len(keys), np.float32)
         f["pop"] = fitted.pop.overall[cols]
-        f["group_pop"] = _gather(pop_rows, keys) if groups is not None else np.zeros(len(keys), np.float32)
+        grouped = np.array([g is not None and str(g) in fitted.pop.groups for g in groups], dtype=bool) \
+            if groups is not None else np.zeros(len(uidx), dtype=bool)
+        f["group_pop"] = np.where(grouped[rows], _gather(pop_rows, keys), 0.0)
         f["aspect_fit"] = self._aspect_fit(uidx, rows, cols)
         f["u_baskets"] = n_baskets[rows].astype(np.float32)
         f["u_days"] = np.where(user_last[rows] > 0, fitted.x.now - user_last[rows], np.nan)
@@ -332,10 +346,11 @@ class HybridRecommender:
     def _group_of(self, ids: pd.Index, uidx: np.ndarray, given: dict[str, str] | None) -> np.ndarray:
         """Each customer's group: the fitted one, else the one given at request time."""
         stored = self.customers_["group"].to_numpy() if "group" in self.customers_ else np.full(max(len(self.users_), 1), None)
-        out = np.where(uidx >= 0, stored[np.maximum(uidx, 0)], None).astype(object)
+        out = np.asarray(stored[np.maximum(uidx, 0)], dtype=object)
+        out[uidx < 0] = None
         if given:
             for r in np.flatnonzero(uidx < 0):
-                out[r] = given.get(str(ids[r]))
+                out[r] = given.get(str(ids[int(r)]))
         return out
 
     def _non_repeat_items(self, fitted: _Fitted) -> np.ndarray:
@@ -386,10 +401,9 @@ class HybridRecommender:
             if len(hist):
                 x = Interactions.build(hist, ids, self.items_, self.origin_, fitted.x.now)
                 stored = self._rows(fitted, uidx)
-                extra = _Rows(*((a + b).tocsr() for a, b in ((stored.counts, x.counts), (stored.last, x.last),
-                                                               (stored.first_basket, x.first_basket),
-                                                               (stored.last_basket, x.last_basket))),
-                              stored.vlast, stored.baskets + x.baskets)
+                extra = _Rows((stored.counts + x.counts).tocsr(), (stored.last + x.last).tocsr(),
+                              (stored.first_basket + x.first_basket).tocsr(),
+                              (stored.last_basket + x.last_basket).tocsr(), stored.vlast, stored.baskets + x.baskets)
                 served = np.where(np.diff(x.counts.indptr) > 0, "fallback:history", served)
                 served = np.where(uidx >= 0, "model", served)
         frame, parts = self._candidates(fitted, uidx, exclude, extra, group)
@@ -420,10 +434,17 @@ class HybridRecommender:
         per_source = np.stack([np.nan_to_num(contrib[:, sources == s]).sum(axis=1) for s in names], axis=1) if len(top) \
             else np.zeros((0, len(names)))
         reasons = self.reasons or Reasons.load()
+        parts["names"] = self.products_["name"].astype(str).to_numpy()
+        if fitted.views is not None and parts["vlast"] is not None:
+            parts["view_w"] = fitted.views.weights(parts["vlast"])
         out_source, out_en, out_zh = [], [], []
-        for r, row in enumerate(top.itertuples(index=False)):
-            order = np.argsort(-per_source[r])
-            positive = [names[o] for o in order if per_source[r, o] > 0]
+        listed: list[Any] = list(top.itertuples(index=False))
+        for r, row in enumerate(listed):
+            if served[row.row] in ("fallback:segment", "fallback:popular"):  # ranked by popularity alone
+                positive = ["segment_popular" if row.group_pop > 0 else "popular"]
+            else:
+                order = np.argsort(-per_source[r])
+                positive = [names[o] for o in order if per_source[r, o] > 0]
             primary = positive[0] if positive else "popular"
             evidence = self._evidence(primary, row, parts, fitted)
             prefix = [] if served[row.row] == "model" else [served[row.row]]
@@ -437,23 +458,24 @@ class HybridRecommender:
             "source": out_source, "reason": out_en, "reason_zh": out_zh})
 
     def _evidence(self, source: str, row: Any, parts: dict[str, Any], fitted: _Fitted) -> dict[str, Any]:
-        name = self.products_["name"].to_numpy()
+        name = parts["names"]
         if source == "history":
             interval = fitted.history.interval[row.i]
             return {"count": int(row.h_count), "interval": int(round(interval)) if np.isfinite(interval) else None}
         if source == "bought_together":
-            js = fitted.co.evidence(parts["co_w"][row.row], row.i)
+            js = fitted.co.evidence(parts["co_w"], row.row, row.i)
             return {"items": [str(name[j]) for j in js]}
         if source == "viewed_together" and fitted.views is not None and parts["vlast"] is not None:
-            js = fitted.views.evidence(fitted.views.weights(parts["vlast"][row.row]), row.i)
+            js = fitted.views.evidence(parts["view_w"], row.row, row.i)
             return {"items": [str(name[j]) for j in js]}
         if source == "collaborative" and fitted.als is not None:
             return {"items": [str(name[j]) for j in _als_evidence(fitted.als, parts["counts"][row.row], row.i)]}
         if source == "content" and self.item_emb_ is not None:
-            w = parts["co_w"][row.row]
-            sims = w.data * (self.item_emb_[w.indices] @ self.item_emb_[row.i])
-            order = np.argsort(-sims)[:2]
-            return {"items": [str(name[w.indices[o]]) for o in order if sims[o] > 0]}
+            w = parts["co_w"]
+            a, b = w.indptr[row.row], w.indptr[row.row + 1]
+            sims = w.data[a:b] * (self.item_emb_[w.indices[a:b]] @ self.item_emb_[row.i])
+            order = np.argsort(-sims)
+            return {"items": [str(name[w.indices[a:b][o]]) for o in order if sims[o] > 0 and w.indices[a + o] != row.i][:2]}
         if source == "segment_popular":
             return {"group": str(parts["groups"][row.row])}
         if source == "aspect":
@@ -480,8 +502,8 @@ def _als_evidence(als: Collaborative, counts_row: sp.csr_matrix, item: int, top:
     a = y.T @ y + als.regularization * np.eye(y.shape[1]) + (yj * (c - 1)[:, None]).T @ yj
     z = np.linalg.solve(a, y[item])
     contrib = c * (yj @ z)
-    order = np.argsort(-contrib)[:top]
-    return [int(js[o]) for o in order if contrib[o] > 0]
+    order = np.argsort(-contrib)
+    return [int(js[o]) for o in order if contrib[o] > 0 and js[o] != item][:top]  # not "X, because X"
 
 
 def _top_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

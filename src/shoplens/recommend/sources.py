@@ -20,6 +20,7 @@ the score), and the sparse product below gives them directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,8 +78,8 @@ class Interactions:
     def build(cls, frame: pd.DataFrame, users: pd.Index, items: pd.Index, origin: float, now: float) -> Interactions:
         """``frame``: customer_id, product_id, ts (seconds); one row per purchase line.
         A basket is one customer's purchases at one time."""
-        u = users.get_indexer(frame["customer_id"])
-        i = items.get_indexer(frame["product_id"])
+        u = users.get_indexer(pd.Index(frame["customer_id"]))
+        i = items.get_indexer(pd.Index(frame["product_id"]))
         ok = (u >= 0) & (i >= 0)
         day = (frame["ts"].to_numpy(dtype=np.float64)[ok] - origin) / DAY + 1.0
         lines = pd.DataFrame({"u": u[ok], "i": i[ok], "d": day}).drop_duplicates()
@@ -130,7 +131,7 @@ class History:
         self.interval = np.maximum(np.nan_to_num(interval, nan=np.inf), 1.0)
         self.repeat_rate = np.zeros(n_items)
         self.repeat_rate[by_item.index.to_numpy()] = (by_item["repeaters"] / by_item["buyers"]).to_numpy()
-        self.category_repeat = (by_cat["repeaters"] / by_cat["buyers"]).to_dict()
+        self.category_repeat = {str(k): float(v) for k, v in (by_cat["repeaters"] / by_cat["buyers"]).items()}
         return self
 
 
@@ -142,6 +143,7 @@ class CoOccurrence:
     half_life_items: float = 5.0
     block: int = 2000
     sim: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0)))
+    _by_target: sp.csr_matrix | None = None  # sim transposed: who points at each product
 
     def fit(self, binary: sp.csr_matrix) -> CoOccurrence:
         xt = binary.T.tocsr().astype(np.float32)
@@ -164,13 +166,18 @@ class CoOccurrence:
     def score(self, weights: sp.csr_matrix) -> sp.csr_matrix:
         return (weights @ self.sim).tocsr()
 
-    def evidence(self, weights_row: sp.csr_matrix, item: int, top: int = 2) -> list[int]:
-        """The customer's items that contribute most to ``item``'s score, largest first."""
-        col = self.sim[:, item].toarray().ravel()
-        js = weights_row.indices
-        contrib = weights_row.data * col[js]
+    def evidence(self, weights: sp.csr_matrix, row: int, item: int, top: int = 2) -> list[int]:
+        """The items of ``weights``' row ``row`` that contribute most to ``item``'s
+        score (w_j * sim[j, item]), largest first."""
+        if self._by_target is None:
+            self._by_target = self.sim.T.tocsr()
+            self._by_target.sort_indices()
+        a, b = weights.indptr[row], weights.indptr[row + 1]
+        c, d = self._by_target.indptr[item], self._by_target.indptr[item + 1]
+        _, mine, theirs = np.intersect1d(weights.indices[a:b], self._by_target.indices[c:d], return_indices=True)
+        contrib = weights.data[a:b][mine] * self._by_target.data[c:d][theirs]
         order = np.argsort(-contrib)[:top]
-        return [int(js[o]) for o in order if contrib[o] > 0]
+        return [int(weights.indices[a:b][mine[o]]) for o in order if contrib[o] > 0]
 
 
 @dataclass
@@ -182,7 +189,7 @@ class Collaborative:
     alpha: float = 10.0
     iterations: int = 15
     random_state: int = 0
-    model: object | None = None
+    model: Any = None
 
     def _confidence(self, counts: sp.csr_matrix) -> sp.csr_matrix:
         c = counts.copy().astype(np.float32)

@@ -51,7 +51,7 @@ from shoplens.serving.guard import (
     audit_record,
     install_error_handlers,
 )
-from shoplens.serving.profile_store import FLAT_FIELDS, ProfileReader
+from shoplens.serving.profile_store import AUDIENCE_FIELDS, ProfileReader
 
 __all__ = ["MAX_BODY", "MAX_PAGE", "MAX_PAGE_NUMBER", "create_app"]
 MAX_PAGE = 1000
@@ -94,6 +94,16 @@ class ConsentRequest(BaseModel):
     channel: str = Field(default="any", max_length=40)
     status: str = Field(max_length=40)
     source: Text = Field(default="api", max_length=200)
+
+
+class RecommendRequest(BaseModel):
+    """A visitor the build never saw: the products they looked at or bought."""
+
+    model_config = ConfigDict(extra="forbid")
+    products: list[Annotated[Text, Field(max_length=200)]] = Field(min_length=1, max_length=100)
+    n: int = Field(default=10, ge=1, le=100)
+    category: Text | None = Field(default=None, max_length=200)
+    segment: Text | None = Field(default=None, max_length=200)
 
 
 class AnalyzeRequest(BaseModel):
@@ -224,7 +234,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
             tree, explanation = question_to_filter(llm, body.question)
         else:
             tree = body.filter if body.filter is not None else parse_text(body.text or "")
-        where, params = compile_filter(tree, FLAT_FIELDS)
+        where, params = compile_filter(tree, AUDIENCE_FIELDS)
         if body.format != "json" and body.channel is None:
             raise FilterError("an export names its 'channel' (sms, email, push, phone, ads or export): only "
                               "customers who consented to it are exported")
@@ -274,6 +284,52 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
                       cfg.defaults.timezone)
         ledger.refresh()
         return consent_view(reader, ledger, cid)
+
+    from shoplens.recommend.reasons import Reasons
+    from shoplens.serving import recommendations as recs
+
+    phrases = Reasons.load(None if cfg.recommend.rules == "default" else cfg.recommend.rules)
+
+    def _category(category: str | None) -> str | None:
+        if category is not None and (len(category) > 200 or not valid_unicode(category)):
+            raise FilterError("category: at most 200 characters of valid Unicode")
+        return category or None
+
+    @app.get("/profiles/{customer_id}/recommendations")
+    def recommendations(request: Request, customer_id: str, n: int = Query(default=10, ge=1, le=recs.MAX_N),
+                        category: str | None = None, exclude_purchased: bool = False,
+                        x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        """The customer's ranked products with reasons, filtered now (any role: the
+        storefront shows them). A customer who withdrew personalisation or profiling
+        since the build gets the shop's popular list; one not in the build, too."""
+        record = audit_record(request)
+        who = principal(request, x_api_key)
+        cid = resolve(who, customer_id, record)
+        db = reader.db()
+        state = ledger.state(reader.snapshot_id(fresh=False)).get(cid, {})
+        personal = state.get("personalisation") is not False and state.get("profiling") is not False
+        out = recs.for_customer(db, cid, n, _category(category), exclude_purchased, personal, phrases)
+        if out["in_build"]:  # the audit names only customers that exist
+            record.path, record.customer_id = f"/profiles/{cid}/recommendations", cid
+        return out
+
+    @app.get("/products/{product_id}/similar")
+    def similar(request: Request, product_id: str, n: int = Query(default=10, ge=1, le=recs.MAX_N),
+                kind: str | None = Query(default=None, pattern="^(bought_together|viewed_together)$"),
+                x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        """Products bought together / viewed together with this one."""
+        principal(request, x_api_key)
+        if len(product_id) > 200 or not valid_unicode(product_id):
+            raise NotFoundError("product not found in the current snapshot")
+        return recs.similar(reader.db(), product_id, n, kind)
+
+    @app.post("/recommendations")
+    def visitor_recommendations(request: Request, body: RecommendRequest,
+                                x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        """For a visitor the build never saw, from the products they viewed or bought
+        (published neighbours: no retrain), topped up from popularity."""
+        principal(request, x_api_key)
+        return recs.for_products(reader.db(), body.products, body.n, body.category, body.segment, phrases)
 
     analysers: list[Any] = []
     lock = threading.Lock()  # one analysis at a time: the embedder is a single native model

@@ -204,14 +204,23 @@ def compile_filter(tree: dict[str, Any], fields: dict[str, str]) -> tuple[str, l
             params.append(v)
             return "?"
 
-        if op == "between":
+        if op == "between" and kind != "product":
             if not isinstance(value, list) or len(value) != 2:
                 raise FilterError(f"filter: between needs [low, high], found {_short(value)}")
             return f"({col} BETWEEN {bind(value[0])} AND {bind(value[1])})"
-        if op == "in":
+        if op == "in" and kind != "product":
             if not isinstance(value, list) or not value or len(value) > 1000:
                 raise FilterError(f"filter: in needs a list of 1 to 1,000 values, found {_short(value)}")
             return f"({col} IN ({', '.join(bind(v) for v in value)}))"
+        if kind == "product":  # customers with the product in their top 10 recommendations
+            if op not in ("=", "in"):
+                raise FilterError(f"filter: {field} takes = or in (product ids), not {op}")
+            kind = "text"
+            values = value if op == "in" else [value]
+            if not isinstance(values, list) or not values or len(values) > 1000:
+                raise FilterError(f"filter: in needs a list of 1 to 1,000 values, found {_short(value)}")
+            marks = ", ".join(bind(v) for v in values)
+            return f'("customer_id" IN (SELECT customer_id FROM recommendations WHERE rank <= 10 AND product_id IN ({marks})))'
         if op in ("<", "<=", ">", ">=") and kind != "number":
             raise FilterError(f"filter: {op} needs a number field, {field} is text")
         return f"({col} {op} {bind(value)})"

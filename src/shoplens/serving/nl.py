@@ -20,7 +20,7 @@ from shoplens.llm.base import AnswerRejected, LLMProvider, ask_json
 from shoplens.llm.template import is_template
 from shoplens.privacy import mask_text
 from shoplens.serving.audience import FilterError, compile_filter, to_text, valid_unicode
-from shoplens.serving.profile_store import FLAT_FIELDS
+from shoplens.serving.profile_store import AUDIENCE_FIELDS
 from shoplens.serving.questions import parse_question
 
 MAX_QUESTION = 500
@@ -42,7 +42,7 @@ class FilterAnswer(BaseModel):
 
 
 def prompt(question: str) -> list[dict[str, str]]:
-    fields = "\n".join(f"- {f} ({k}){': ' + FIELD_NOTES[f] if f in FIELD_NOTES else ''}" for f, k in FLAT_FIELDS.items())
+    fields = "\n".join(f"- {f} ({k}){': ' + FIELD_NOTES[f] if f in FIELD_NOTES else ''}" for f, k in AUDIENCE_FIELDS.items())
     system = (
         "You turn a marketer's question about customers into a JSON filter. Use only these fields:\n"
         f"{fields}\n"
@@ -74,7 +74,7 @@ def question_to_filter(provider: LLMProvider, question: str) -> tuple[dict[str, 
         parsed = parse_question(question)
         if parsed.filter is None:
             raise FilterError(f"question: {parsed.reason}. Rephrase it, or write the filter itself ('text')")
-        compile_filter(parsed.filter, FLAT_FIELDS)
+        compile_filter(parsed.filter, AUDIENCE_FIELDS)
         return parsed.filter, "understood: " + "; ".join(f"{phrase} -> {to_text(c)}" for phrase, c in parsed.understood)
     try:
         answer = ask_json(provider, prompt(question), FilterAnswer, check=_filter_problems)
@@ -85,7 +85,7 @@ def question_to_filter(provider: LLMProvider, question: str) -> tuple[dict[str, 
 
 def _filter_problems(answer: FilterAnswer) -> list[str]:
     try:
-        compile_filter(answer.filter, FLAT_FIELDS)
+        compile_filter(answer.filter, AUDIENCE_FIELDS)
     except FilterError as err:
         return [str(err).removeprefix("filter: ")]
     return []

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shoplens.fsutil import checksum_path, file_sha256, fsync_dir, fsync_file, write_atomic
-from shoplens.profiles import document, profile_query, snapshot_meta
+from shoplens.profiles import document, has_table, profile_query, snapshot_meta
 from shoplens.serving.audience import compile_filter, parse_text
 from shoplens.serving.reader import ProfileReader, current_name, profiles_dir, serving_files
 from shoplens.store import Store
@@ -48,8 +48,11 @@ FLAT_FIELDS: dict[str, str] = {
     **{f"aspect.{a}": "number" for a in ("quality", "price", "logistics", "service", "packaging", "appearance",
                                           "function", "size")},
 }
+# what the audience language filters on: the flat fields, and the products a customer is
+# likely to buy (in their top 10 recommendations)
+AUDIENCE_FIELDS: dict[str, str] = FLAT_FIELDS | {"likely_to_buy": "product"}
 BATCH = 5000
-__all__ = ["FLAT_FIELDS", "ProfileReader", "install", "profiles_dir", "prune_serving", "publish", "switch_current"]
+__all__ = ["AUDIENCE_FIELDS", "FLAT_FIELDS", "ProfileReader", "install", "profiles_dir", "prune_serving", "publish", "switch_current"]
 
 
 def load_tag_rules(path: str | None = None) -> list[dict[str, str]]:
@@ -92,7 +95,8 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
         "CREATE TABLE profiles (customer_id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID;"
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
     )
-    cur = store.con.execute(profile_query(f"snap_{snap}"))
+    with_recs = has_table(store, snap, "recommendations")
+    cur = store.con.execute(profile_query(f"snap_{snap}", recommendations=with_recs))
     names = [d[0] for d in cur.description or []]
     placeholders = ", ".join("?" * (len(FLAT_FIELDS) + 1))
     done = 0
@@ -106,12 +110,39 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
             on_progress(done)
     _apply_tags(db)
     _write_consent(store, db, snap)
+    _write_recommendations(store, db, snap, with_recs)
     db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
     db.execute("CREATE INDEX flat_segment ON flat (rfm_segment)")
     db.commit()
     db.close()
     install(tmp, target)
     return target
+
+
+# the recommend stage's tables as the serving file keeps them (request-time filters,
+# item-to-item look-ups, the list for customers who are not in the build)
+_REC_TABLES = {
+    "recommendations": ("customer_id TEXT, rank INTEGER, product_id TEXT, name TEXT, category TEXT, score REAL, "
+                        "source TEXT, reason TEXT, reason_zh TEXT, purchased INTEGER, PRIMARY KEY (customer_id, rank)"),
+    "product_similar": "product_id TEXT, kind TEXT, rank INTEGER, similar_id TEXT, score REAL, PRIMARY KEY (product_id, kind, rank)",
+    "recommend_fallback": "segment TEXT, rank INTEGER, product_id TEXT, score REAL, PRIMARY KEY (segment, rank)",
+    "products": "product_id TEXT PRIMARY KEY, name TEXT, category TEXT",
+}
+
+
+def _write_recommendations(store: Store, db: sqlite3.Connection, snap: int, built: bool) -> None:
+    """The tables, empty for a snapshot built before the recommend stage."""
+    for name, columns in _REC_TABLES.items():
+        db.execute(f"CREATE TABLE {name} ({columns}) WITHOUT ROWID")
+        if not built:
+            continue
+        cur = store.con.cursor()
+        cur.execute("SELECT product_id, name, category FROM products" if name == "products"
+                    else f"SELECT * FROM snap_{snap}.{name}")
+        width = len(cur.description or [])
+        while batch := cur.fetchmany(BATCH * 10):
+            db.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * width)})", batch)
+    db.execute("CREATE INDEX recommendations_product ON recommendations (product_id, rank)")
 
 
 def _write_consent(store: Store, db: sqlite3.Connection, snap: int) -> None:
