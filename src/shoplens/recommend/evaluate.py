@@ -176,7 +176,7 @@ def _blocks(users: list[str], size: int = 1000) -> list[list[str]]:
     return [users[a:a + size] for a in range(0, len(users), size)]
 
 
-def popularity(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]]:
+def popularity(m: _Matrix, users: list[str], exclude: bool, **_: Any) -> dict[str, list[str]]:
     pop = np.asarray(m.x.counts.sum(axis=0)).ravel()
     out: dict[str, list[str]] = {}
     for b in _blocks(users):
@@ -184,7 +184,7 @@ def popularity(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[st
     return out
 
 
-def personal(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]]:
+def personal(m: _Matrix, users: list[str], exclude: bool, **_: Any) -> dict[str, list[str]]:
     """The customer's most bought products (latest first on ties), then global popularity."""
     pop = np.asarray(m.x.counts.sum(axis=0)).ravel()
     pop = pop / (pop.max() + 1)
@@ -196,7 +196,7 @@ def personal(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]
     return out
 
 
-def item_knn(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]]:
+def item_knn(m: _Matrix, users: list[str], exclude: bool, **_: Any) -> dict[str, list[str]]:
     co = CoOccurrence(k=100).fit(m.x.binary)
     out: dict[str, list[str]] = {}
     for b in _blocks(users):
@@ -205,13 +205,13 @@ def item_knn(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]
     return out
 
 
-def als(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]]:
-    model = Collaborative().fit(m.x.counts)
+def als(m: _Matrix, users: list[str], exclude: bool, **params: Any) -> dict[str, list[str]]:
+    model = Collaborative(**params).fit(m.x.counts)
     f = model.user_factors[m.users.get_indexer(pd.Index(users))]
     return m.top(f @ model.item_factors.T, users, exclude)
 
 
-def bpr(m: _Matrix, users: list[str], exclude: bool) -> dict[str, list[str]]:
+def bpr(m: _Matrix, users: list[str], exclude: bool, **_: Any) -> dict[str, list[str]]:
     from implicit.cpu.bpr import BayesianPersonalizedRanking
     from threadpoolctl import threadpool_limits
 
@@ -236,7 +236,29 @@ def ease(m: _Matrix, users: list[str], exclude: bool, lam: float = 500.0) -> dic
     return out
 
 
-BASELINES: dict[str, Callable[[_Matrix, list[str], bool], dict[str, list[str]]]] = {
+# hyperparameters chosen per data set on a validation split of the training data (each
+# customer's last training basket), never on the test baskets
+GRIDS: dict[str, list[dict[str, Any]]] = {
+    "implicit ALS": [{"factors": f, "regularization": r, "alpha": a}
+                     for f in (32, 64, 128) for r in (0.01, 0.1, 1.0) for a in (1.0, 10.0, 40.0)],
+    "EASE": [{"lam": lam} for lam in (50.0, 200.0, 500.0, 1000.0, 3000.0)],
+}
+EASE_GRID_MAX_ITEMS = 5000  # a bigger catalogue takes minutes per EASE fit: lambda 500, untuned
+
+
+def _tune(method: str, fn: Callable[..., dict[str, list[str]]], train: pd.DataFrame, items: pd.Index,
+          exclude: bool) -> dict[str, Any]:
+    grid = GRIDS.get(method, [])
+    if len(grid) < 2 or (method == "EASE" and len(items) > EASE_GRID_MAX_ITEMS):
+        return {}
+    vtrain, vtest = split(Data("validation", train))
+    vm = _Matrix(vtrain, items)
+    vusers = sorted(vtest["customer_id"].unique())
+    scored = [(metrics(fn(vm, vusers, exclude, **g), vtest, vtrain, len(items))["NDCG@10"], i) for i, g in enumerate(grid)]
+    return grid[max(scored)[1]]
+
+
+BASELINES: dict[str, Callable[..., dict[str, list[str]]]] = {
     "global popularity": popularity, "personal popularity": personal, "item-kNN": item_knn,
     "implicit ALS": als, "implicit BPR": bpr, "EASE": ease,
 }
@@ -258,17 +280,19 @@ def evaluate(name: str, on_info: Callable[[str], None] = lambda _m: None, seed: 
     rows: dict[str, dict[str, float]] = {}
     timing: dict[str, float] = {}
     m = _Matrix(train, items)
+    chosen: dict[str, dict[str, Any]] = {}
     for method, fn in BASELINES.items():
         on_info(f"{name}: {method}")
         t = time.perf_counter()
-        recs = fn(m, users, data.exclude_purchased)
+        chosen[method] = _tune(method, fn, train, items, data.exclude_purchased)
+        recs = fn(m, users, data.exclude_purchased, **chosen[method])
         timing[method] = time.perf_counter() - t
         rows[method] = metrics({u: recs[u] for u in warm}, test[test["customer_id"].isin(warm)], train, len(items))
     on_info(f"{name}: hybrid")
     t = time.perf_counter()
     model = HybridRecommender(random_state=seed)
     model.fit(train, data.products, data.customers, on_info=on_info)
-    hyb = model.recommend(warm, n=K, exclude_purchased=data.exclude_purchased or None)
+    hyb = model.recommend(warm, n=K, exclude_purchased=data.exclude_purchased)
     timing["hybrid"] = time.perf_counter() - t
     rows["hybrid"] = metrics(_hybrid_recs(hyb), test[test["customer_id"].isin(warm)], train, len(items))
     table = pd.DataFrame(rows).T
@@ -284,14 +308,15 @@ def evaluate(name: str, on_info: Callable[[str], None] = lambda _m: None, seed: 
     cold_model = HybridRecommender(random_state=seed)
     customers = data.customers
     cold_model.fit(cold_train, data.products, customers, on_info=on_info)
-    given = cold_model.recommend(cold, n=K, exclude_purchased=data.exclude_purchased or None,
+    given = cold_model.recommend(cold, n=K, exclude_purchased=data.exclude_purchased,
                                  history=train[train["customer_id"].isin(cold)])
     cold_rows["hybrid, history at request time"] = metrics(_hybrid_recs(given), cold_test, train, len(items))
-    bare = cold_model.recommend(cold, n=K, exclude_purchased=data.exclude_purchased or None,
+    bare = cold_model.recommend(cold, n=K, exclude_purchased=data.exclude_purchased,
                                 groups=_groups(customers, cold))
     cold_rows["hybrid, no history"] = metrics(_hybrid_recs(bare), cold_test, train, len(items))
     info = {"customers": len(users), "cold": len(cold), "products": len(items), "interactions": len(data.interactions),
-            "seconds": {k: round(v, 1) for k, v in timing.items()}, "ranker": getattr(model, "validation_", None),
+            "seconds": {k: round(v, 1) for k, v in timing.items()},
+            "baseline_params": {k: v for k, v in chosen.items() if v}, "ranker": getattr(model, "validation_", None),
             "date": datetime.now().strftime("%Y-%m-%d")}
     return Result(name, table, pd.DataFrame(cold_rows).T, info)
 

@@ -30,6 +30,7 @@ from shoplens.recommend.sources import (
     DAY,
     Collaborative,
     CoOccurrence,
+    Ease,
     History,
     Interactions,
     Popularity,
@@ -40,7 +41,7 @@ FEATURES: dict[str, str] = {
     "h_count": "history", "h_share": "history", "h_days": "history", "h_due": "history",
     "h_since": "history", "h_rate": "history",
     "co_recent": "bought_together", "co_all": "bought_together",
-    "view_co": "viewed_together", "als": "collaborative", "content": "content",
+    "view_co": "viewed_together", "als": "collaborative", "ease": "collaborative", "content": "content",
     "pop": "popular", "group_pop": "segment_popular", "aspect_fit": "aspect",
     "u_baskets": "context", "u_days": "context", "u_items": "context", "u_size": "context", "i_repeat": "context",
     "i_interval": "context",
@@ -56,6 +57,7 @@ class _Fitted:
     co: CoOccurrence
     pop: Popularity
     als: Collaborative | None
+    ease: Ease | None
     views: CoOccurrence | None
     view_last: sp.csr_matrix | None
 
@@ -105,6 +107,7 @@ class HybridRecommender:
     def __init__(self, n_candidates: int = 100, neighbours: int = 100, factors: int = 64, als_iterations: int = 15,
                  non_repeat_threshold: float = 0.05, profile_features: Sequence[str] = (),
                  n_estimators: int = 300, learning_rate: float = 0.05, max_train_customers: int = 50_000,
+                 max_episodes: int = 3,
                  random_state: int = 0, reasons: Reasons | None = None):
         self.n_candidates = n_candidates
         self.neighbours = neighbours
@@ -115,6 +118,7 @@ class HybridRecommender:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_train_customers = max_train_customers
+        self.max_episodes = max_episodes
         self.random_state = random_state
         self.reasons = reasons
 
@@ -156,46 +160,64 @@ class HybridRecommender:
         if vw is not None:
             vx = Interactions.build(vw, self.users_, self.items_, self.origin_, now)
             views, view_last = CoOccurrence(k=self.neighbours).fit(vx.binary), vx.last
-        return _Fitted(x, history, co, pop, als, views, view_last)
+        return _Fitted(x, history, co, pop, als, Ease().fit(x.binary), views, view_last)
 
     def _train_ranker(self, inter: pd.DataFrame, vw: pd.DataFrame | None, on_info: Callable[[str], None]) -> Any:
+        """A lambdarank model over the candidates' features, labelled by the products of
+        each customer's last basket (and, on a small shop, of the two before it, each
+        an episode with the sources refitted on what came before)."""
         import lightgbm as lgb
 
-        last_ts = inter.groupby("customer_id")["ts"].transform("max")
-        first_ts = inter.groupby("customer_id")["ts"].transform("min")
-        label_rows = (inter["ts"] == last_ts) & (last_ts > first_ts)  # customers with an earlier basket
-        label = inter[label_rows]
-        users = np.asarray(pd.unique(label["customer_id"]))
+        # 1 = the customer's last basket, 2 = the one before, ...
+        back = inter.groupby("customer_id")["ts"].rank(method="dense", ascending=False).to_numpy()
+        n_first = int(inter.loc[back == 2, "customer_id"].nunique())  # customers with an earlier basket
+        episodes = max(1, min(self.max_episodes, self.max_train_customers // max(n_first, 1)))
         rng = np.random.default_rng(self.random_state)
-        if len(users) > self.max_train_customers:
-            users = rng.choice(users, self.max_train_customers, replace=False)
-        if len(users) < 20:
+        frames = []
+        for e in range(episodes):
+            has_earlier = pd.Series(back > e + 1).groupby(inter["customer_id"].to_numpy()).transform("any").to_numpy()
+            label_rows = (back == e + 1) & has_earlier
+            label = inter[label_rows]
+            users = np.asarray(pd.unique(label["customer_id"]))
+            if len(users) > self.max_train_customers // episodes:
+                users = rng.choice(users, self.max_train_customers // episodes, replace=False)
+            if len(users) < 20:
+                break
+            cut = label.groupby("customer_id")["ts"].first()
+            before = inter[back > e + 1]
+            vw_before = None
+            if vw is not None:
+                vw_before = vw[vw["ts"] < vw["customer_id"].map(cut).fillna(np.inf)]
+            fitted = self._fit_sources(before, vw_before)
+            if e == 0:
+                fitted.pop = self._choose_popularity(fitted, label)
+            else:
+                fitted.pop = Popularity(self.popularity_["half_life_days"]).fit(
+                    fitted.x, self.customers_.get("group") if self.popularity_["by_group"] else None)
+            uidx = self.users_.get_indexer(pd.Index(users))
+            frame, _ = self._candidates(fitted, uidx, exclude_purchased=None)
+            truth = set(zip(self.users_.get_indexer(pd.Index(label["customer_id"])),
+                            self.items_.get_indexer(pd.Index(label["product_id"])), strict=True))
+            frame["y"] = [int((u, i) in truth) for u, i in zip(frame["u"], frame["i"], strict=True)]
+            frame = frame[frame.groupby("u")["y"].transform("max") > 0]
+            frames.append(frame.assign(episode=e))
+            on_info(f"ranker episode {e + 1}/{episodes}: {frame['u'].nunique():,} customers")
+        if not frames:
             return None
-        cut = inter[label_rows].groupby("customer_id")["ts"].first()
-        before = inter[~label_rows]
-        vw_before = None
-        if vw is not None:
-            vw_before = vw[vw["ts"] < vw["customer_id"].map(cut).fillna(np.inf)]
-        fitted = self._fit_sources(before, vw_before)
-        fitted.pop = self._choose_popularity(fitted, label)
-        uidx = self.users_.get_indexer(users)
-        frame, _ = self._candidates(fitted, uidx, exclude_purchased=None)
-        truth = set(zip(self.users_.get_indexer(label["customer_id"]), self.items_.get_indexer(label["product_id"]), strict=True))
-        frame["y"] = [int((u, i) in truth) for u, i in zip(frame["u"], frame["i"], strict=True)]
-        has_pos = frame.groupby("u")["y"].transform("max") > 0
-        frame = frame[has_pos]
+        frame = pd.concat(frames, ignore_index=True)
+        frame["g"] = frame["episode"] * len(self.users_) + frame["u"]
         ids = frame["u"].unique()
         if len(ids) < 20:
             return None
         rng.shuffle(ids)
-        valid = set(ids[: max(1, len(ids) // 5)].tolist())
+        valid = set(ids[: max(1, len(ids) // 5)].tolist())  # whole customers, every episode of them
         is_valid = frame["u"].isin(valid).to_numpy()
         cols = self._feature_names()
         on_info(f"ranker: {len(ids):,} customers, {len(frame):,} candidates, {frame['y'].mean():.1%} bought")
 
         def part(mask: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
             f = frame[mask]
-            return f[cols], f["y"].to_numpy(), f.groupby("u", sort=False).size().to_numpy()
+            return f[cols], f["y"].to_numpy(), f.groupby("g", sort=False).size().to_numpy()
 
         xt, yt, gt = part(~is_valid)
         xv, yv, gv = part(is_valid)
@@ -207,7 +229,7 @@ class HybridRecommender:
             warnings.filterwarnings("ignore", message=".*eval_set.*")
             model.fit(xt, yt, group=gt, eval_set=[(xv, yv)], eval_group=[gv], eval_at=[10],
                       callbacks=[lgb.early_stopping(30, verbose=False)])
-        self.validation_ = {"customers": int(len(valid)), "ndcg@10": float(model.best_score_["valid_0"]["ndcg@10"]),
+        self.validation_ = {"customers": int(len(valid)), "episodes": int(frame["episode"].max() + 1), "ndcg@10": float(model.best_score_["valid_0"]["ndcg@10"]),
                             "trees": int(model.best_iteration_ or self.n_estimators)}
         return model
 
@@ -274,6 +296,15 @@ class HybridRecommender:
             if len(unseen):  # customers the model never saw: one solve each from what they bought
                 factors[unseen] = fitted.als.fold_in(counts[unseen])
             parts.append(fitted.als.top(factors, k))
+        ease = None
+        if fitted.ease is not None:
+            bin_rows = counts.copy()
+            bin_rows.data[:] = 1
+            ease = fitted.ease.score(bin_rows)
+            k_idx = np.argpartition(-ease, min(k, n_items) - 1, axis=1)[:, :k]
+            vals = np.take_along_axis(ease, k_idx, axis=1)
+            parts.append(sp.csr_matrix((np.maximum(vals.ravel(), 1e-6), (np.repeat(np.arange(len(uidx)), k_idx.shape[1]),
+                                                                         k_idx.ravel())), shape=(len(uidx), n_items)))
         if groups is None and "group" in self.customers_:
             groups = self._group_of(pd.Index([]), uidx, None)
         pop_rows = _popular_rows(fitted.pop, len(uidx), n_items, k // 2, groups)
@@ -315,6 +346,7 @@ class HybridRecommender:
         f["view_co"] = _gather(view_co, keys) if view_co is not None else np.zeros(len(keys), np.float32)
         f["als"] = (np.einsum("ij,ij->i", factors[rows], fitted.als.item_factors[cols])
                     if factors is not None and fitted.als is not None else np.zeros(len(keys), np.float32))
+        f["ease"] = ease[rows, cols] if ease is not None else np.zeros(len(keys), np.float32)
         profile = None
         if self.item_emb_ is not None:
             profile = np.asarray(co_w @ self.item_emb_)
@@ -468,6 +500,8 @@ class HybridRecommender:
         if source == "viewed_together" and fitted.views is not None and parts["vlast"] is not None:
             js = fitted.views.evidence(parts["view_w"], row.row, row.i)
             return {"items": [str(name[j]) for j in js]}
+        if source == "collaborative" and fitted.ease is not None and row.ease > abs(row.als):
+            return {"items": [str(name[j]) for j in fitted.ease.evidence(parts["counts"], row.row, row.i)]}
         if source == "collaborative" and fitted.als is not None:
             return {"items": [str(name[j]) for j in _als_evidence(fitted.als, parts["counts"][row.row], row.i)]}
         if source == "content" and self.item_emb_ is not None:
