@@ -41,7 +41,6 @@ from shoplens.store import Store
 if TYPE_CHECKING:
     from shoplens.config import Config
 
-SERVING_TABLES = ("profiles", "flat", "consent_state", "consent_history")  # the tables of a serving file naming customers
 DATA_TABLES = ("orders", "events", "texts", "consents", "vault_customer_pii", "customers")
 
 
@@ -308,8 +307,9 @@ def _erase_serving(store_path: Path, cid: str, report: ErasureReport) -> list[st
         leftover.unlink(missing_ok=True)
     for _snap, path in serving_files(folder):
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src:
-            tables = [t for t in SERVING_TABLES
-                      if src.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [t]).fetchone()]
+            # every table with a customer_id column: a new stage's table is covered without a list
+            tables = [t for (t,) in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+                      if any(c[1] == "customer_id" for c in src.execute(f'PRAGMA table_info("{t}")'))]
             # a customer without profiling consent has no profile but a consent state
             n = sum(src.execute(f"SELECT count(*) FROM {t} WHERE customer_id = ?", [cid]).fetchone()[0] for t in tables)
             if not n:

@@ -465,56 +465,73 @@ class HybridRecommender:
         names = [s for s in dict.fromkeys(sources) if s not in ("context", "profile")]
         per_source = np.stack([np.nan_to_num(contrib[:, sources == s]).sum(axis=1) for s in names], axis=1) if len(top) \
             else np.zeros((0, len(names)))
+        order = np.argsort(-per_source, axis=1)
+        positive = np.take_along_axis(per_source, order, axis=1) > 0
+        rows = top["row"].to_numpy()
+        bare = np.isin(served[rows], ("fallback:segment", "fallback:popular"))  # ranked by popularity alone
+        listed = [[names[o] for o, ok in zip(order[r], positive[r], strict=True) if ok] or ["popular"]
+                  for r in range(len(top))]
+        grouped = top["group_pop"].to_numpy() > 0
+        for r in np.flatnonzero(bare):
+            listed[r] = ["segment_popular" if grouped[r] else "popular"]
+        primary = np.array([p[0] for p in listed], dtype=object)
+        evidence = self._evidence(primary, top, parts, fitted)
         reasons = self.reasons or Reasons.load()
-        parts["names"] = self.products_["name"].astype(str).to_numpy()
-        if fitted.views is not None and parts["vlast"] is not None:
-            parts["view_w"] = fitted.views.weights(parts["vlast"])
-        out_source, out_en, out_zh = [], [], []
-        listed: list[Any] = list(top.itertuples(index=False))
-        for r, row in enumerate(listed):
-            if served[row.row] in ("fallback:segment", "fallback:popular"):  # ranked by popularity alone
-                positive = ["segment_popular" if row.group_pop > 0 else "popular"]
-            else:
-                order = np.argsort(-per_source[r])
-                positive = [names[o] for o in order if per_source[r, o] > 0]
-            primary = positive[0] if positive else "popular"
-            evidence = self._evidence(primary, row, parts, fitted)
-            prefix = [] if served[row.row] == "model" else [served[row.row]]
-            out_source.append(",".join(prefix + (positive or ["popular"])))
-            en, zh = reasons.render(primary, evidence)
-            out_en.append(en)
-            out_zh.append(zh)
+        rendered = [reasons.render(p, e) for p, e in zip(primary, evidence, strict=True)]
+        prefix = served[rows]
         return pd.DataFrame({
-            "customer_id": ids[top["row"].to_numpy()].to_numpy(), "rank": top["rank"].to_numpy(),
+            "customer_id": ids[rows].to_numpy(), "rank": top["rank"].to_numpy(),
             "product_id": self.items_[top["i"].to_numpy()].to_numpy(), "score": top["score"].to_numpy(),
-            "source": out_source, "reason": out_en, "reason_zh": out_zh})
+            "source": [",".join(([] if pre == "model" else [pre]) + lst) for pre, lst in zip(prefix, listed, strict=True)],
+            "reason": [en for en, _ in rendered], "reason_zh": [zh for _, zh in rendered]})
 
-    def _evidence(self, source: str, row: Any, parts: dict[str, Any], fitted: _Fitted) -> dict[str, Any]:
-        name = parts["names"]
-        if source == "history":
-            interval = fitted.history.interval[row.i]
-            return {"count": int(row.h_count), "interval": int(round(interval)) if np.isfinite(interval) else None}
-        if source == "bought_together":
-            js = fitted.co.evidence(parts["co_w"], row.row, row.i)
-            return {"items": [str(name[j]) for j in js]}
-        if source == "viewed_together" and fitted.views is not None and parts["vlast"] is not None:
-            js = fitted.views.evidence(parts["view_w"], row.row, row.i)
-            return {"items": [str(name[j]) for j in js]}
-        if source == "collaborative" and fitted.ease is not None and row.ease > abs(row.als):
-            return {"items": [str(name[j]) for j in fitted.ease.evidence(parts["counts"], row.row, row.i)]}
-        if source == "collaborative" and fitted.als is not None:
-            return {"items": [str(name[j]) for j in _als_evidence(fitted.als, parts["counts"][row.row], row.i)]}
-        if source == "content" and self.item_emb_ is not None:
-            w = parts["co_w"]
-            a, b = w.indptr[row.row], w.indptr[row.row + 1]
-            sims = w.data[a:b] * (self.item_emb_[w.indices[a:b]] @ self.item_emb_[row.i])
-            order = np.argsort(-sims)
-            return {"items": [str(name[w.indices[a:b][o]]) for o in order if sims[o] > 0 and w.indices[a + o] != row.i][:2]}
-        if source == "segment_popular":
-            return {"group": str(parts["groups"][row.row])}
-        if source == "aspect":
-            return {"aspect": self._aspect_of(row)}
-        return {}
+    def _evidence(self, primary: np.ndarray, top: pd.DataFrame, parts: dict[str, Any],
+                  fitted: _Fitted) -> list[dict[str, Any]]:
+        """Each row's evidence for its primary source, computed per source for all its
+        rows at once: the terms of that source's own score, largest first."""
+        name = self.products_["name"].astype(str).to_numpy()
+        out: list[dict[str, Any]] = [{} for _ in range(len(top))]
+        rows, items = top["row"].to_numpy(), top["i"].to_numpy()
+
+        def put(mask: np.ndarray, terms: sp.csr_matrix) -> None:
+            picked = np.flatnonzero(mask)
+            for k, js in zip(picked, _top_terms(terms, items[picked]), strict=True):
+                out[k] = {"items": [str(name[j]) for j in js]}
+
+        m = primary == "history"
+        if m.any():
+            interval = fitted.history.interval[items[m]]
+            for k, c, iv in zip(np.flatnonzero(m), top["h_count"].to_numpy()[m], interval, strict=True):
+                out[k] = {"count": int(c), "interval": int(round(iv)) if np.isfinite(iv) else None}
+        m = primary == "bought_together"
+        if m.any():
+            put(m, parts["co_w"][rows[m]].multiply(fitted.co.by_target[items[m]]).tocsr())
+        m = primary == "viewed_together"
+        if m.any() and fitted.views is not None and parts["vlast"] is not None:
+            put(m, fitted.views.weights(parts["vlast"])[rows[m]].multiply(fitted.views.by_target[items[m]]).tocsr())
+        m = primary == "collaborative"
+        if m.any():
+            use_ease = (top["ease"].to_numpy() > np.abs(top["als"].to_numpy())) if fitted.ease is not None \
+                else np.zeros(len(top), dtype=bool)
+            if (m & use_ease).any() and fitted.ease is not None and fitted.ease.weights is not None:
+                sel = m & use_ease
+                bin_rows = parts["counts"][rows[sel]].copy()
+                bin_rows.data[:] = 1
+                put(sel, bin_rows.multiply(fitted.ease.weights[:, items[sel]].T).tocsr())
+            if (m & ~use_ease).any() and fitted.als is not None:
+                sel = m & ~use_ease
+                put(sel, _als_terms(fitted.als, parts["counts"], rows[sel], items[sel]))
+        m = primary == "content"
+        if m.any() and self.item_emb_ is not None:
+            w = parts["co_w"][rows[m]].tocsr()
+            r_of = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+            data = w.data * np.einsum("ij,ij->i", self.item_emb_[w.indices], self.item_emb_[items[m]][r_of])
+            put(m, sp.csr_matrix((data, w.indices, w.indptr), shape=w.shape))
+        for k in np.flatnonzero(primary == "segment_popular"):
+            out[k] = {"group": str(parts["groups"][rows[k]])}
+        for k in np.flatnonzero(primary == "aspect"):
+            out[k] = {"aspect": self._aspect_of(top.iloc[k])}
+        return out
 
     def _aspect_of(self, row: Any) -> str:
         names = [c for c in self.customers_.columns if c.startswith("aspect.")]
@@ -525,19 +542,53 @@ class HybridRecommender:
         return names[int(np.nanargmax(np.nan_to_num(cust * item)))].removeprefix("aspect.")
 
 
-def _als_evidence(als: Collaborative, counts_row: sp.csr_matrix, item: int, top: int = 2) -> list[int]:
-    """The customer's items with the largest terms c_uj * y_j' A_u^-1 y_i of ALS's score."""
-    conf = als._confidence(counts_row)
-    js, c = conf.indices, conf.data
-    if len(js) == 0:
-        return []
-    y = als.item_factors
-    yj = y[js]
-    a = y.T @ y + als.regularization * np.eye(y.shape[1]) + (yj * (c - 1)[:, None]).T @ yj
-    z = np.linalg.solve(a, y[item])
-    contrib = c * (yj @ z)
-    order = np.argsort(-contrib)
-    return [int(js[o]) for o in order if contrib[o] > 0 and js[o] != item][:top]  # not "X, because X"
+def _als_terms(als: Collaborative, counts: sp.csr_matrix, user_rows: np.ndarray, items: np.ndarray,
+               chunk: int = 4096) -> sp.csr_matrix:
+    """ALS's score of product i for a customer is the sum over their products j of
+    c_uj * y_j' A_u^-1 y_i, A_u = Y'Y + reg I + sum_j (c_uj - 1) y_j y_j' (implicit's
+    ``explain``). One row of terms per (customer row of ``counts``, product) pair; A_u
+    is inverted once per customer, in batches of padded matrix products."""
+    conf = als._confidence(counts).tocsr()
+    y = als.item_factors.astype(np.float64)
+    f = y.shape[1]
+    base = y.T @ y + als.regularization * np.eye(f)
+    users, row_user = np.unique(user_rows, return_inverse=True)
+    sub = conf[users]
+    lengths = np.diff(sub.indptr)
+    inv = np.empty((len(users), f, f))
+    order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
+    for a in range(0, len(users), 512):
+        part = order[a:a + 512]
+        width = max(int(lengths[part].max(initial=0)), 1)
+        padded_y = np.zeros((len(part), width, f))
+        weight = np.zeros((len(part), width))
+        for k, u in enumerate(part):
+            lo, hi = sub.indptr[u], sub.indptr[u + 1]
+            padded_y[k, : hi - lo] = y[sub.indices[lo:hi]]
+            weight[k, : hi - lo] = sub.data[lo:hi] - 1
+        mats = base + np.matmul((padded_y * weight[..., None]).transpose(0, 2, 1), padded_y)
+        inv[part] = np.linalg.inv(mats)
+    z = np.empty((len(items), f))
+    for a in range(0, len(items), chunk):
+        z[a:a + chunk] = np.einsum("rfg,rg->rf", inv[row_user[a:a + chunk]], y[items[a:a + chunk]])
+    terms = sub[row_user].tocsr()
+    r_of = np.repeat(np.arange(terms.shape[0]), np.diff(terms.indptr))
+    terms.data = terms.data * np.einsum("nf,nf->n", y[terms.indices], z[r_of])
+    return terms
+
+
+def _top_terms(terms: sp.csr_matrix, items: np.ndarray, top: int = 2) -> list[list[int]]:
+    """Per row the columns of its ``top`` largest positive terms, the row's own product
+    left out (not "X, because of X")."""
+    terms = terms.tocsr()
+    r_of = np.repeat(np.arange(terms.shape[0]), np.diff(terms.indptr))
+    keep = (terms.data > 0) & (terms.indices != items[r_of])
+    r_of, cols, vals = r_of[keep], terms.indices[keep], terms.data[keep]
+    order = np.lexsort((-vals, r_of))
+    r_of, cols = r_of[order], cols[order]
+    start = np.searchsorted(r_of, np.arange(terms.shape[0]))
+    end = np.searchsorted(r_of, np.arange(terms.shape[0]), side="right")
+    return [cols[s:min(e, s + top)].tolist() for s, e in zip(start, end, strict=True)]
 
 
 def _top_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

@@ -166,18 +166,12 @@ class CoOccurrence:
     def score(self, weights: sp.csr_matrix) -> sp.csr_matrix:
         return (weights @ self.sim).tocsr()
 
-    def evidence(self, weights: sp.csr_matrix, row: int, item: int, top: int = 2) -> list[int]:
-        """The items of ``weights``' row ``row`` that contribute most to ``item``'s
-        score (w_j * sim[j, item]), largest first."""
+    @property
+    def by_target(self) -> sp.csr_matrix:
+        """The similarity transposed: row i holds the products that point at i."""
         if self._by_target is None:
             self._by_target = self.sim.T.tocsr()
-            self._by_target.sort_indices()
-        a, b = weights.indptr[row], weights.indptr[row + 1]
-        c, d = self._by_target.indptr[item], self._by_target.indptr[item + 1]
-        _, mine, theirs = np.intersect1d(weights.indices[a:b], self._by_target.indices[c:d], return_indices=True)
-        contrib = weights.data[a:b][mine] * self._by_target.data[c:d][theirs]
-        order = np.argsort(-contrib)[:top]
-        return [int(weights.indices[a:b][mine[o]]) for o in order if contrib[o] > 0]
+        return self._by_target
 
 
 @dataclass
@@ -206,13 +200,6 @@ class Ease:
     def score(self, binary_rows: sp.csr_matrix) -> np.ndarray:
         assert self.weights is not None
         return np.asarray(binary_rows @ self.weights)
-
-    def evidence(self, binary_rows: sp.csr_matrix, row: int, item: int, top: int = 2) -> list[int]:
-        assert self.weights is not None
-        js = binary_rows.indices[binary_rows.indptr[row]:binary_rows.indptr[row + 1]]
-        contrib = self.weights[js, item]
-        order = np.argsort(-contrib)
-        return [int(js[o]) for o in order if contrib[o] > 0 and js[o] != item][:top]
 
 
 @dataclass
