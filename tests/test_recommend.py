@@ -75,18 +75,18 @@ def test_reasons_are_the_scores_own_evidence(fitted) -> None:
     assert set(recs.columns) == {"customer_id", "rank", "product_id", "score", "source", "reason", "reason_zh"}
     bought = train.groupby("customer_id")["product_id"].apply(set)
     counts = train.drop_duplicates(["customer_id", "product_id", "ts"]).groupby(["customer_id", "product_id"]).size()
-    checked = {"history": 0, "bought_together": 0}
+    checked = {"history": 0, "items": 0}
     for r in recs.itertuples():
         primary = r.source.split(",")[0]
         if primary == "history":  # the count quoted is the customer's own
             assert f"bought this {counts[(r.customer_id, r.product_id)]} time" in r.reason
             assert f"购买过 {counts[(r.customer_id, r.product_id)]} 次" in r.reason_zh
             checked["history"] += 1
-        if primary == "bought_together":  # the products named are ones the customer bought
+        if primary in ("bought_together", "collaborative"):  # the products named are ones the customer bought
             named = [p.removeprefix("name-") for p in r.reason.split('"')[1::2]]
-            assert named and set(named) <= bought[r.customer_id]
-            checked["bought_together"] += 1
-    assert checked["history"] > 0 and checked["bought_together"] > 0, checked
+            assert named and set(named) <= bought[r.customer_id] and r.product_id not in named
+            checked["items"] += 1
+    assert checked["history"] > 0 and checked["items"] > 0, checked
     first = recs.iloc[: len(recs) // 2]  # one call's lists: ranked by score
     assert (first.groupby("customer_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
 

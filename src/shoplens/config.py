@@ -170,7 +170,8 @@ class RecommendConfig(_Strict):
     n: int = Field(default=10, ge=1, le=100)  # products shown in the profile
     rules: str = "default"  # "default" or a path to a recommend.toml (rules and reason phrases)
     # customers whose last basket trains the ranker (a uniform sample beyond this)
-    fit_sample: int = Field(default=50_000, ge=100)
+    fit_sample: int = Field(default=10_000, ge=100)
+    candidates: int = Field(default=100, ge=10, le=1000)  # products each source proposes per customer
 
 
 class TextConfig(_Strict):

@@ -246,13 +246,17 @@ class Collaborative:
         return out
 
     def top(self, factors: np.ndarray, k: int) -> sp.csr_matrix:
-        """Each row's ``k`` best products by factor score (scores kept as values)."""
-        scores = factors @ self.item_factors.T
-        k = min(k, scores.shape[1])
-        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(scores, idx, axis=1)
-        rows = np.repeat(np.arange(scores.shape[0]), k)
-        return sp.csr_matrix((np.maximum(vals.ravel(), 1e-6), (rows, idx.ravel())), shape=scores.shape)
+        """Each row's ``k`` best products by factor score (scores kept as values), by
+        implicit's multithreaded top-k (never a dense rows x products block here)."""
+        from implicit.cpu.topk import topk
+
+        k = min(k, self.item_factors.shape[0])
+        idx, vals = topk(self.item_factors.astype(np.float32), np.ascontiguousarray(factors, dtype=np.float32), k,
+                         num_threads=0)
+        ok = idx >= 0
+        rows = np.repeat(np.arange(factors.shape[0]), k).reshape(idx.shape)
+        return sp.csr_matrix((np.maximum(vals[ok], 1e-6), (rows[ok], idx[ok])),
+                             shape=(factors.shape[0], self.item_factors.shape[0]))
 
 
 @dataclass

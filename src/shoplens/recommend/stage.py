@@ -69,6 +69,7 @@ class RecommendStage(BaseStage):
         ctx.on_info(f"recommend: fitting on {len(inter):,} purchase lines")
         model = HybridRecommender(non_repeat_threshold=float(rules["rules"].get("non_repeat_threshold", 0.05)),
                                   profile_features=("clv", "churn_risk"), max_train_customers=cfg.recommend.fit_sample,
+                                  n_candidates=cfg.recommend.candidates,
                                   reasons=Reasons(rules.get("reasons", {})))
         model.fit(inter, products, customers, views if len(views) else None, on_info=ctx.on_info)
         pool = int(rules["rules"].get("pool", 50))
