@@ -73,6 +73,20 @@ class Tag(_Doc):
     reason_en: str
 
 
+class Recommendation(_Doc):
+    """One recommended product; ``source`` names what produced it (a ``fallback:...``
+    first when a fallback served), ``reason``/``reason_zh`` the evidence."""
+
+    rank: int
+    product_id: str
+    name: str | None
+    category: str | None
+    score: float
+    source: str
+    reason: str
+    reason_zh: str
+
+
 class Provenance(_Doc):
     snapshot_id: int
     built_at: str | None
@@ -96,7 +110,7 @@ class ProfileDocument(_Doc):
     segment: Any = None
     tags: list[Tag]
     risk_flags: list[Any]
-    recommendations: list[Any]
+    recommendations: list[Recommendation]
     provenance: Provenance
 
 

@@ -136,7 +136,6 @@ class HybridRecommender:
         self.users_ = pd.Index(pd.unique(pd.concat([inter["customer_id"]] + ([vw["customer_id"]] if vw is not None else []))))
         self.categories_ = self.products_["category"].to_numpy()
         self.origin_ = float(min(inter["ts"].min(), vw["ts"].min() if vw is not None else np.inf))
-        self.now_ = (float(max(inter["ts"].max(), vw["ts"].max() if vw is not None else -np.inf)) - self.origin_) / DAY + 1
         self.customers_ = _customers(customers, self.users_, self.profile_features)
         self.item_emb_ = _embeddings(self.products_)
         self.item_aspects_ = _aspects(self.products_)
@@ -495,11 +494,15 @@ class HybridRecommender:
         reasons = self.reasons or Reasons.load()
         rendered = [reasons.render(p, e) for p, e in zip(primary, evidence, strict=True)]
         prefix = served[rows]
+        text = "string[pyarrow]"  # one buffer per column, not a Python object per cell (10M rows at 1M customers)
         return pd.DataFrame({
-            "customer_id": ids[rows].to_numpy(), "rank": top["rank"].to_numpy(),
-            "product_id": self.items_[top["i"].to_numpy()].to_numpy(), "score": top["score"].to_numpy(),
-            "source": [",".join(([] if pre == "model" else [pre]) + lst) for pre, lst in zip(prefix, listed, strict=True)],
-            "reason": [en for en, _ in rendered], "reason_zh": [zh for _, zh in rendered]})
+            "customer_id": pd.array(ids[rows].to_numpy(), dtype=text), "rank": top["rank"].to_numpy(),
+            "product_id": pd.array(self.items_[top["i"].to_numpy()].to_numpy(), dtype=text),
+            "score": top["score"].to_numpy(),
+            "source": pd.array([",".join(([] if pre == "model" else [pre]) + lst)
+                                for pre, lst in zip(prefix, listed, strict=True)], dtype=text),
+            "reason": pd.array([en for en, _ in rendered], dtype=text),
+            "reason_zh": pd.array([zh for _, zh in rendered], dtype=text)})
 
     def _evidence(self, primary: np.ndarray, top: pd.DataFrame, parts: dict[str, Any],
                   fitted: _Fitted) -> list[dict[str, Any]]:

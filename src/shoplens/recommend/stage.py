@@ -50,7 +50,8 @@ class RecommendStage(BaseStage):
 
     def settings(self, cfg: Config, snapshot: Snapshot) -> dict[str, Any]:
         rules = load_rules(None if cfg.recommend.rules == "default" else cfg.recommend.rules)
-        return cfg.recommend.model_dump(exclude={"enabled"}) | {"rules_content": rules, "as_of": snapshot.as_of}
+        return cfg.recommend.model_dump(exclude={"enabled"}) | {"rules_content": rules, "as_of": snapshot.as_of,
+                                                                "embedder": _embedder_name(cfg)}
 
     def run(self, ctx: BuildContext) -> StageReport:
         cfg, engine, snap = ctx.cfg, ctx.engine, ctx.snapshot
@@ -66,6 +67,12 @@ class RecommendStage(BaseStage):
             for spec in self.makes:
                 ctx.write(spec, empty(spec.schema_for(cfg)))
             return StageReport(skipped={"recommend": "no paid purchases with products"})
+        if (name := _embedder_name(cfg)) is not None:  # content similarity of product names and categories
+            from shoplens.text.embed import make_embedder
+
+            ctx.on_info(f"recommend: embedding {len(products):,} product names")
+            texts = (products["name"].fillna("").astype(str) + " " + products["category"].fillna("").astype(str)).tolist()
+            products = products.assign(embedding=list(make_embedder(name, None).embed(texts)))
         ctx.on_info(f"recommend: fitting on {len(inter):,} purchase lines")
         model = HybridRecommender(non_repeat_threshold=float(rules["rules"].get("non_repeat_threshold", 0.05)),
                                   profile_features=("clv", "churn_risk"), max_train_customers=cfg.recommend.fit_sample,
@@ -91,6 +98,11 @@ class RecommendStage(BaseStage):
                    "fallback": {k: int(v) for k, v in served[served.str.startswith("fallback")].value_counts().items()},
                    "ranker": getattr(model, "validation_", None), "popularity": model.popularity_}
         return StageReport(summary=summary)
+
+
+def _embedder_name(cfg: Config) -> str | None:
+    """The text step's embedder for product content, when the text step runs."""
+    return cfg.text.embedder if cfg.text.enabled else None
 
 
 def _inputs(engine: Any, snap: Snapshot) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
