@@ -494,7 +494,7 @@ class HybridRecommender:
         reasons = self.reasons or Reasons.load()
         rendered = [reasons.render(p, e) for p, e in zip(primary, evidence, strict=True)]
         prefix = served[rows]
-        text = "string[pyarrow]"  # one buffer per column, not a Python object per cell (10M rows at 1M customers)
+        text = pd.StringDtype("pyarrow")  # one buffer per column, not a Python object per cell (10M rows at 1M customers)
         return pd.DataFrame({
             "customer_id": pd.array(ids[rows].to_numpy(), dtype=text), "rank": top["rank"].to_numpy(),
             "product_id": pd.array(self.items_[top["i"].to_numpy()].to_numpy(), dtype=text),
