@@ -63,7 +63,7 @@ USES: dict[str, dict[str, Any]] = {
         "models": ["BG/NBD", "Gamma-Gamma", "LightGBM propensity", "k-means segments", "text analysers"]},
     "personalisation": {
         "en": "recommendations for the customer", "zh": "个性化推荐",
-        "data": ["orders", "order_items", "events", "texts (masked)"], "models": ["recommender (when built)"]},
+        "data": ["orders", "order_items", "events", "texts (masked)"], "models": ["hybrid recommender (the recommend stage)"]},
     "marketing": {
         "en": "audiences and exports for a contact channel (sms, email, push, phone)",
         "zh": "按渠道（短信、邮件、推送、电话）的营销人群与导出",

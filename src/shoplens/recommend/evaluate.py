@@ -291,7 +291,7 @@ def evaluate(name: str, on_info: Callable[[str], None] = lambda _m: None, seed: 
     on_info(f"{name}: hybrid")
     t = time.perf_counter()
     model = HybridRecommender(random_state=seed)
-    model.fit(train, data.products, data.customers, on_info=on_info)
+    model.fit(train, data.products, data.customers, on_info=on_info, exclude_purchased=data.exclude_purchased)
     hyb = model.recommend(warm, n=K, exclude_purchased=data.exclude_purchased)
     timing["hybrid"] = time.perf_counter() - t
     rows["hybrid"] = metrics(_hybrid_recs(hyb), test[test["customer_id"].isin(warm)], train, len(items))
@@ -307,7 +307,7 @@ def evaluate(name: str, on_info: Callable[[str], None] = lambda _m: None, seed: 
     cold_rows["global popularity, knowing nothing"] = metrics(popularity(cm, cold, False), cold_test, train, len(items))
     cold_model = HybridRecommender(random_state=seed)
     customers = data.customers
-    cold_model.fit(cold_train, data.products, customers, on_info=on_info)
+    cold_model.fit(cold_train, data.products, customers, on_info=on_info, exclude_purchased=data.exclude_purchased)
     given = cold_model.recommend(cold, n=K, exclude_purchased=data.exclude_purchased,
                                  history=train[train["customer_id"].isin(cold)])
     cold_rows["hybrid, history at request time"] = metrics(_hybrid_recs(given), cold_test, train, len(items))

@@ -128,7 +128,9 @@ class HybridRecommender:
     # ---------------------------------------------------------------- fitting
     def fit(self, interactions: pd.DataFrame, products: pd.DataFrame | None = None,
             customers: pd.DataFrame | None = None, views: pd.DataFrame | None = None,
-            on_info: Callable[[str], None] = lambda _m: None) -> HybridRecommender:
+            on_info: Callable[[str], None] = lambda _m: None, exclude_purchased: bool | None = None) -> HybridRecommender:
+        """``exclude_purchased``: what the ranker's training candidates leave out, as
+        ``recommend`` will (None: bought products of non-repeat categories)."""
         inter = _normalise(interactions)
         vw = _normalise(views) if views is not None and len(views) else None
         self.products_ = _products(products, inter, vw)
@@ -142,7 +144,7 @@ class HybridRecommender:
         self.popularity_: dict[str, Any] = {"half_life_days": 60.0, "by_group": True}
 
         on_info("training the ranker on each customer's last basket")
-        self.ranker_ = self._train_ranker(inter, vw, on_info)
+        self.ranker_ = self._train_ranker(inter, vw, on_info, exclude_purchased)
         on_info("fitting the sources on all purchases")
         self.fitted_ = self._fit_sources(inter, vw)
         return self
@@ -164,7 +166,8 @@ class HybridRecommender:
             views, view_last = CoOccurrence(k=self.neighbours).fit(vx.binary), vx.last
         return _Fitted(x, history, co, pop, als, Ease().fit(x.binary), views, view_last)
 
-    def _train_ranker(self, inter: pd.DataFrame, vw: pd.DataFrame | None, on_info: Callable[[str], None]) -> Any:
+    def _train_ranker(self, inter: pd.DataFrame, vw: pd.DataFrame | None, on_info: Callable[[str], None],
+                      exclude_purchased: bool | None) -> Any:
         """A lambdarank model over the candidates' features, labelled by the products of
         each customer's last basket (and, on a small shop, of the two before it, each
         an episode with the sources refitted on what came before)."""
@@ -198,7 +201,7 @@ class HybridRecommender:
                     fitted.x, self.customers_.get("group") if self.popularity_["by_group"] else None)
             uidx = np.sort(self.users_.get_indexer(pd.Index(users)))
             bs = self._batch_size()
-            frame = pd.concat([self._candidates(fitted, uidx[a:a + bs], exclude_purchased=None)[0]
+            frame = pd.concat([self._candidates(fitted, uidx[a:a + bs], exclude_purchased)[0]
                                for a in range(0, len(uidx), bs)], ignore_index=True)
             truth = set(zip(self.users_.get_indexer(pd.Index(label["customer_id"])),
                             self.items_.get_indexer(pd.Index(label["product_id"])), strict=True))
