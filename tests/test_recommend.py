@@ -205,3 +205,20 @@ def test_likely_to_buy_is_an_audience(server: dict) -> None:
     bad = httpx.post(server["base"] + "/audiences", headers={"X-API-Key": server["keys"]["analyst"]},
                      json={"text": "likely_to_buy > 3"}, timeout=10)
     assert bad.status_code == 400
+
+
+def test_withdrawn_personalisation_serves_the_popular_list(server: dict) -> None:
+    """Last in the module: it withdraws the example customer's personalisation."""
+    cid = server["example"]
+    before = _get(server, f"/profiles/{cid}/recommendations", n=5).json()
+    r = httpx.post(server["base"] + f"/profiles/{cid}/consent", headers={"X-API-Key": server["keys"]["admin"]},
+                   json={"purpose": "personalisation", "status": "withdrawn", "source": "test"}, timeout=10)
+    assert r.status_code == 200, r.text
+    after = _get(server, f"/profiles/{cid}/recommendations", n=5).json()
+    assert after["served"] == "fallback:no_consent"
+    assert all(x["source"] == "fallback:no_consent" for x in after["recommendations"])
+    shop_list = httpx.post(server["base"] + "/recommendations", headers={"X-API-Key": server["keys"]["service"]},
+                           json={"products": ["NO-SUCH-PRODUCT"], "n": 5}, timeout=10).json()
+    assert shop_list["served"] == "fallback:popular" and shop_list["unknown_products"] == ["NO-SUCH-PRODUCT"]
+    assert [x["product_id"] for x in after["recommendations"]] == [x["product_id"] for x in shop_list["recommendations"]]
+    assert before["served"] != "fallback:no_consent"
