@@ -4,6 +4,7 @@ free loopback port, waited for, and stopped afterwards."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -67,3 +68,13 @@ def serving(folder: Path, cli: bool = False, output: IO[bytes] | None = None) ->
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def demo_server(demo_shop: Any, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[dict[str, Any]]:
+    """The API over a copy of the session's demo shop, with a key per role."""
+    folder = tmp_path_factory.mktemp(name) / "shop"
+    shutil.copytree(demo_shop.folder, folder)
+    keys = role_keys(folder)
+    with serving(folder) as (base, _proc):
+        yield {"base": base, "keys": keys, "folder": folder, "example": demo_shop.example_customer}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from servers import role_keys, serving
+from servers import demo_server
 
 from shoplens.jobs import Summary
 from shoplens.serving.access import AUDIT_COMMIT_S
@@ -22,11 +21,8 @@ from shoplens.serving.access import AUDIT_COMMIT_S
 
 @pytest.fixture(scope="module")
 def server(demo_shop: Summary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    folder = tmp_path_factory.mktemp("api") / "shop"
-    shutil.copytree(demo_shop.folder, folder)
-    keys = role_keys(folder)
-    with serving(folder) as (base, _proc):
-        yield {"base": base, "keys": keys, "folder": folder, "example": demo_shop.example_customer}
+    with demo_server(demo_shop, tmp_path_factory, "api") as srv:
+        yield srv
 
 
 def get(server: dict, path: str, role: str | None = None, **kw) -> httpx.Response:

@@ -5,14 +5,13 @@ audience field) against a real server."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from servers import role_keys, serving
+from servers import demo_server
 from typer.testing import CliRunner
 
 from shoplens.cli import app
@@ -133,11 +132,8 @@ def test_rules_exclude_bury_boost_and_cap() -> None:
 
 @pytest.fixture(scope="module")
 def server(demo_shop: Summary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    folder = tmp_path_factory.mktemp("rec") / "shop"
-    shutil.copytree(demo_shop.folder, folder)
-    keys = role_keys(folder)
-    with serving(folder) as (base, _proc):
-        yield {"base": base, "keys": keys, "folder": folder, "example": demo_shop.example_customer}
+    with demo_server(demo_shop, tmp_path_factory, "rec") as srv:
+        yield srv
 
 
 def _get(server: dict, path: str, role: str | None = "service", **params) -> httpx.Response:
