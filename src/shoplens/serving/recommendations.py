@@ -4,7 +4,9 @@ recommend``), item to item (``GET /products/{id}/similar``), and for a visitor t
 never saw, from the products they are looking at or bought (``POST /recommendations``).
 
 A list shorter than asked after the filters is filled from the popular list of the
-customer's segment (or the whole shop), and every answer says what served it: ``model``,
+customer's segment (or the whole shop; these top-ups are not checked against what the
+customer bought: the serving file keeps purchases only for the pooled products), and
+every answer says what served it: ``model``,
 or a ``fallback:...`` (``popular``, ``segment``, ``history``, ``no_consent``).
 """
 
@@ -26,11 +28,11 @@ def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def _category_clause(category: str | None) -> tuple[str, list[Any]]:
+def _category_clause(category: str | None, column: str = "category") -> tuple[str, list[Any]]:
     """A category and everything under it ('数码' matches '数码/耳机')."""
     if not category:
         return "", []
-    return " AND (category = ? OR substr(category, 1, ?) = ?)", [category, len(category) + 1, category + "/"]
+    return f" AND ({column} = ? OR substr({column}, 1, ?) = ?)", [category, len(category) + 1, category + "/"]
 
 
 def _check(db: sqlite3.Connection) -> None:
@@ -41,14 +43,14 @@ def _check(db: sqlite3.Connection) -> None:
 def _fill(db: sqlite3.Connection, out: list[dict[str, Any]], n: int, segment: str | None, category: str | None,
           reasons: Reasons, skip: set[str]) -> None:
     """Top up ``out`` to ``n`` from the segment's popular list, then the shop's."""
-    where, params = _category_clause(category)
+    where, params = _category_clause(category, "p.category")
     for seg in ([segment] if segment else []) + ["*"]:
         if len(out) >= n:
             return
         have = {r["product_id"] for r in out} | skip
         cur = db.execute(
             f"SELECT f.product_id, p.name, p.category, f.score FROM recommend_fallback f "
-            f"JOIN products p USING (product_id) WHERE f.segment = ?{where.replace('category', 'p.category')} "
+            f"JOIN products p USING (product_id) WHERE f.segment = ?{where} "
             "ORDER BY f.rank", [seg, *params])
         source = "segment_popular" if seg != "*" else "popular"
         en, zh = reasons.render(source, {"group": seg})
@@ -118,11 +120,11 @@ def for_products(db: sqlite3.Connection, products: Sequence[str], n: int = 10, c
     n = max(1, min(int(n), MAX_N))
     given = list(dict.fromkeys(str(p) for p in products))[:MAX_N]
     marks = ", ".join("?" * len(given)) or "NULL"
-    where, params = _category_clause(category)
+    where, params = _category_clause(category, "p.category")
     scores = db.execute(
         f"SELECT s.similar_id, p.name, p.category, sum(s.score) AS score FROM product_similar s "
         f"JOIN products p ON p.product_id = s.similar_id WHERE s.product_id IN ({marks}) "
-        f"AND s.similar_id NOT IN ({marks}){where.replace('category', 'p.category')} "
+        f"AND s.similar_id NOT IN ({marks}){where} "
         "GROUP BY 1, 2, 3 ORDER BY score DESC, 1 LIMIT ?", [*given, *given, *params, n]).fetchall()
     names = dict(db.execute(f"SELECT product_id, name FROM products WHERE product_id IN ({marks})", given).fetchall())
     out: list[dict[str, Any]] = []
@@ -130,7 +132,7 @@ def for_products(db: sqlite3.Connection, products: Sequence[str], n: int = 10, c
         # the given products that weigh most in this score, the same sum's terms
         top = db.execute(f"SELECT product_id FROM product_similar WHERE similar_id = ? AND product_id IN ({marks}) "
                          "GROUP BY 1 ORDER BY sum(score) DESC LIMIT 2", [pid, *given]).fetchall()
-        en, zh = reasons.render("viewed_together", {"items": [names.get(t[0], t[0]) for t in top]})
+        en, zh = reasons.render("related", {"items": [names.get(t[0], t[0]) for t in top]})
         out.append({"rank": len(out) + 1, "product_id": pid, "name": name, "category": cat, "score": round(score, 4),
                     "source": "fallback:history", "reason": en, "reason_zh": zh})
     served = "fallback:history" if out else ("fallback:segment" if segment else "fallback:popular")
