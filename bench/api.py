@@ -16,6 +16,11 @@ random customer each request: paced at a fixed 200 req/s (``delay()`` per connec
 then closed-loop at 1-32 connections to find the most requests per second with p99
 under 50 ms. Then ``POST /audiences`` under 8 concurrent connections. The last line is
 the ratio of ShopLens' best throughput at p99 < 50 ms to the bare endpoint's.
+
+``--recommendations`` instead compares ``GET /profiles/{id}/recommendations`` (top 10
+with reasons, filters applied at request time) with ``GET /profiles/{id}`` on the same
+server: paced at 200 req/s and closed-loop at 8 connections, in alternation, and prints
+the p99 ratio last.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ for line in io.lines(os.getenv("BENCH_IDS")) do ids[#ids + 1] = line end
 local key = os.getenv("BENCH_KEY") or ""
 local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 local body = os.getenv("BENCH_BODY") or ""
+local suffix = os.getenv("BENCH_SUFFIX") or ""
 local counter = 0
 function setup(thread) counter = counter + 1; thread:set("seed", counter) end
 function init(args) math.randomseed(os.time() + (seed or 0)) end
@@ -54,7 +60,7 @@ function request()
   if body ~= "" then
     return wrk.format("POST", "/audiences", {["X-API-Key"] = key, ["Content-Type"] = "application/json"}, body)
   end
-  return wrk.format("GET", "/profiles/" .. ids[math.random(#ids)], {["X-API-Key"] = key})
+  return wrk.format("GET", "/profiles/" .. ids[math.random(#ids)] .. suffix, {["X-API-Key"] = key})
 end
 if pause > 0 then function delay() return pause end end
 function done(s, latency, requests)
@@ -143,10 +149,27 @@ def run(name: str, base: str, lua: Path, env: dict[str, str], seconds: float) ->
     return {"paced": paced, "levels": levels, "best": max(ok) if ok else 0.0}
 
 
+def compare_recommendations(base: str, lua: Path, env: dict[str, str], seconds: float) -> None:
+    recs = {**env, "BENCH_SUFFIX": "/recommendations"}
+    wrk(base, lua, env, 4, 2)
+    wrk(base, lua, recs, 4, 2)  # warm-up of both routes
+    paced = {**env, "BENCH_DELAY_MS": str(1000 * PACED_CONNECTIONS // RATE)}
+    rows = {}
+    for label, extra in (("paced 200 req/s", paced), ("8 connections", {})):
+        rows[label] = (wrk(base, lua, {**env, **extra}, PACED_CONNECTIONS, seconds),
+                       wrk(base, lua, {**recs, **extra}, PACED_CONNECTIONS, seconds))
+    print("\n| load | GET /profiles/{id} p50 / p99 (req/s) | GET /profiles/{id}/recommendations |\n|---|---|---|")
+    for label, (prof, rec) in rows.items():
+        print(f"| {label} | {fmt(prof)} | {fmt(rec)} |")
+    for label, (prof, rec) in rows.items():
+        print(f"p99 ratio recommendations / profile, {label}: {rec['p99'] / max(prof['p99'], 1e-9):.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shop", type=Path, default=None, help="a built shop folder (default: the demo, built once)")
     ap.add_argument("--seconds", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--recommendations", action="store_true", help="recommendations route vs the profile route")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -176,6 +199,10 @@ def main() -> None:
         ours = subprocess.Popen([sys.executable, "-m", "shoplens.cli", "serve", "-c", str(folder / "shoplens.toml"),
                                  "--port", str(ours_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(ours)
+        if args.recommendations:
+            _wait(f"http://127.0.0.1:{ours_port}", ours)
+            compare_recommendations(f"http://127.0.0.1:{ours_port}", lua, env, args.seconds)
+            return
         bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(current), str(bare_port)])
         procs.append(bare)
         _wait(f"http://127.0.0.1:{ours_port}", ours)

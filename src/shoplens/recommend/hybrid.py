@@ -230,7 +230,8 @@ class HybridRecommender:
         xv, yv, gv = part(is_valid)
         model = lgb.LGBMRanker(objective="lambdarank", n_estimators=self.n_estimators, learning_rate=self.learning_rate,
                                num_leaves=31, min_child_samples=20, subsample=0.8, subsample_freq=1,
-                               colsample_bytree=0.9, random_state=self.random_state, verbose=-1, n_jobs=2)
+                               colsample_bytree=0.9, random_state=self.random_state, verbose=-1, n_jobs=2,
+                               deterministic=True, force_row_wise=True)
         with warnings.catch_warnings():  # eval_set: renamed in LightGBM 4.7, the only form before it
             warnings.simplefilter("ignore", FutureWarning)
             warnings.filterwarnings("ignore", message=".*eval_set.*")

@@ -127,7 +127,11 @@ def _inputs(engine: Any, snap: Snapshot) -> tuple[pd.DataFrame, pd.DataFrame, pd
     consent = engine.table("customer_consent", snap).select("customer_id", "personalisation")
     rows = rows.left_join(consent, rows.customer_id == consent.customer_id).drop("customer_id_right")
     customers = engine.collect(rows.select("customer_id", "group", "clv", "churn_risk", "personalisation")).to_pandas()
-    return inter, views, products, customers
+    # one order whatever the engine returned: the fit's indices, and so ALS and the ranker, follow it
+    return (inter.sort_values(["customer_id", "product_id", "ts"], ignore_index=True),
+            views.sort_values(["customer_id", "product_id"], ignore_index=True),
+            products.sort_values("product_id", ignore_index=True),
+            customers.sort_values("customer_id", ignore_index=True))
 
 
 def _not_personal(ids: list[str], model: HybridRecommender, k: int) -> pd.DataFrame:
