@@ -73,16 +73,22 @@ def for_customer(db: sqlite3.Connection, cid: str, n: int = 10, category: str | 
     seg = db.execute("SELECT segment_name FROM flat WHERE customer_id = ?", [cid]).fetchone()
     out: list[dict[str, Any]] = []
     served = "fallback:no_consent" if not personalised else "fallback:popular"
-    if personalised:
-        where, params = _category_clause(category)
-        if exclude_purchased:
-            where += " AND purchased = 0"
-        out = _rows(db.execute(f"SELECT {_COLS} FROM recommendations WHERE customer_id = ?{where} ORDER BY rank LIMIT ?",
-                               [cid, *params, n]))
-        first = db.execute("SELECT source FROM recommendations WHERE customer_id = ? AND rank = 1", [cid]).fetchone()
-        if first is not None:
-            head = first[0].split(",")[0]
+    if personalised:  # the whole pool (at most [rules] pool rows) in one read, filtered here
+        limit = "" if category or exclude_purchased else f" LIMIT {n}"  # n is an int within 1..MAX_N
+        pool_rows = _rows(db.execute(
+            f"SELECT {_COLS}, purchased FROM recommendations WHERE customer_id = ? ORDER BY rank{limit}", [cid]))
+        if pool_rows:
+            head = pool_rows[0]["source"].split(",")[0]
             served = head if head.startswith("fallback:") else "model"
+        prefix = category + "/" if category else ""
+        for r in pool_rows:
+            purchased = r.pop("purchased")
+            if (category and r["category"] != category and not str(r["category"]).startswith(prefix)) or \
+                    (exclude_purchased and purchased):
+                continue
+            out.append(r)
+            if len(out) >= n:
+                break
     pool = {r["product_id"] for r in out}
     for i, r in enumerate(out, 1):
         r["rank"] = i
