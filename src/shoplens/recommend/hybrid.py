@@ -7,14 +7,8 @@ customer's last basket of the data it is given, fits the sources on the rest, an
 the ranker on the candidates' features against that basket (early stopping on a
 validation share of those customers); then it refits the sources on everything.
 
-Reasons are faithful by construction: a source's part in a product's score is what the
-ranker's score loses when that source's features are set as if it had no evidence for
-the product (an occlusion, one extra prediction per source; LightGBM's TreeSHAP
-``pred_contrib`` measured 268 us a row against ~1.6 us for a prediction, too slow for a
-million customers). The source that loses most is the reason, and its evidence is that
-source's own decomposition of its score: the customer's items that weigh most in the
-co-occurrence sum, ALS's per-item terms (c_uj * y_j' A_u^-1 y_i, as in implicit's
-``explain``), EASE's weights, the history figures.
+Reasons are faithful by construction: each source's part in a score is measured by
+asking the ranker without that source's evidence (``recommend.explain``).
 """
 
 from __future__ import annotations
@@ -28,6 +22,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from shoplens.recommend.explain import FEATURES, explain
+from shoplens.recommend.inputs import (
+    aspects,
+    customers_frame,
+    embeddings,
+    normalise,
+    products_frame,
+)
 from shoplens.recommend.reasons import Reasons
 from shoplens.recommend.sources import (
     DAY,
@@ -39,20 +41,9 @@ from shoplens.recommend.sources import (
     Popularity,
 )
 
-# feature -> the source it belongs to ("context" describes the customer or product only)
-FEATURES: dict[str, str] = {
-    "h_count": "history", "h_share": "history", "h_days": "history", "h_due": "history",
-    "h_since": "history", "h_rate": "history",
-    "co_recent": "bought_together", "co_all": "bought_together",
-    "view_co": "viewed_together", "als": "collaborative", "ease": "collaborative", "content": "content",
-    "pop": "popular", "group_pop": "segment_popular", "aspect_fit": "aspect",
-    "u_baskets": "context", "u_days": "context", "u_items": "context", "u_size": "context", "i_repeat": "context",
-    "i_interval": "context",
-}
-
 
 @dataclass
-class _Fitted:
+class Fitted:
     """The sources fitted on one set of interactions."""
 
     x: Interactions
@@ -131,16 +122,16 @@ class HybridRecommender:
             on_info: Callable[[str], None] = lambda _m: None, exclude_purchased: bool | None = None) -> HybridRecommender:
         """``exclude_purchased``: what the ranker's training candidates leave out, as
         ``recommend`` will (None: bought products of non-repeat categories)."""
-        inter = _normalise(interactions)
-        vw = _normalise(views) if views is not None and len(views) else None
-        self.products_ = _products(products, inter, vw)
+        inter = normalise(interactions)
+        vw = normalise(views) if views is not None and len(views) else None
+        self.products_ = products_frame(products, inter, vw)
         self.items_ = pd.Index(self.products_["product_id"])
         self.users_ = pd.Index(pd.unique(pd.concat([inter["customer_id"]] + ([vw["customer_id"]] if vw is not None else []))))
         self.categories_ = self.products_["category"].to_numpy()
         self.origin_ = float(min(inter["ts"].min(), vw["ts"].min() if vw is not None else np.inf))
-        self.customers_ = _customers(customers, self.users_, self.profile_features)
-        self.item_emb_ = _embeddings(self.products_)
-        self.item_aspects_ = _aspects(self.products_)
+        self.customers_ = customers_frame(customers, self.users_, self.profile_features)
+        self.item_emb_ = embeddings(self.products_)
+        self.item_aspects_ = aspects(self.products_)
         self.popularity_: dict[str, Any] = {"half_life_days": 60.0, "by_group": True}
 
         on_info("training the ranker on each customer's last basket")
@@ -149,7 +140,7 @@ class HybridRecommender:
         self.fitted_ = self._fit_sources(inter, vw)
         return self
 
-    def _fit_sources(self, inter: pd.DataFrame, vw: pd.DataFrame | None) -> _Fitted:
+    def _fit_sources(self, inter: pd.DataFrame, vw: pd.DataFrame | None) -> Fitted:
         now = (float(max(inter["ts"].max(), vw["ts"].max() if vw is not None else -np.inf)) - self.origin_) / DAY + 1
         x = Interactions.build(inter, self.users_, self.items_, self.origin_, now)
         history = History().fit(x, self.categories_)
@@ -164,7 +155,7 @@ class HybridRecommender:
         if vw is not None:
             vx = Interactions.build(vw, self.users_, self.items_, self.origin_, now)
             views, view_last = CoOccurrence(k=self.neighbours).fit(vx.binary), vx.last
-        return _Fitted(x, history, co, pop, als, Ease().fit(x.binary), views, view_last)
+        return Fitted(x, history, co, pop, als, Ease().fit(x.binary), views, view_last)
 
     def _train_ranker(self, inter: pd.DataFrame, vw: pd.DataFrame | None, on_info: Callable[[str], None],
                       exclude_purchased: bool | None) -> Any:
@@ -248,7 +239,7 @@ class HybridRecommender:
             return 5000
         return max(200, min(5000, 20_000_000 // max(len(self.items_), 1)))
 
-    def _choose_popularity(self, fitted: _Fitted, label: pd.DataFrame) -> Popularity:
+    def _choose_popularity(self, fitted: Fitted, label: pd.DataFrame) -> Popularity:
         """The popularity half-life (30, 90, 365 days or none), with or without the
         customers' groups, whose top 10 best hits the held-out last baskets (what a
         customer with no history is served)."""
@@ -277,7 +268,7 @@ class HybridRecommender:
         return list(FEATURES) + [f"p_{c}" for c in self.customers_.columns if c in self.profile_features]
 
     # ------------------------------------------------------------- candidates
-    def _rows(self, fitted: _Fitted, uidx: np.ndarray) -> _Rows:
+    def _rows(self, fitted: Fitted, uidx: np.ndarray) -> _Rows:
         """The stored rows of these customers (empty rows for unknown ones)."""
         known = uidx >= 0
         safe = np.where(known, uidx, 0)
@@ -288,7 +279,7 @@ class HybridRecommender:
                                                                               x.last_basket))
         return _Rows(counts, last, first_b, last_b, vlast, np.where(known, x.baskets[safe], 0))
 
-    def _candidates(self, fitted: _Fitted, uidx: np.ndarray, exclude_purchased: bool | None,
+    def _candidates(self, fitted: Fitted, uidx: np.ndarray, exclude_purchased: bool | None,
                     extra: _Rows | None = None, groups: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
         """Candidate (customer row, product) pairs with their features. ``extra``
         replaces the stored rows (customers given at request time)."""
@@ -400,7 +391,7 @@ class HybridRecommender:
                 out[r] = given.get(str(ids[int(r)]))
         return out
 
-    def _non_repeat_items(self, fitted: _Fitted) -> np.ndarray:
+    def _non_repeat_items(self, fitted: Fitted) -> np.ndarray:
         rate = pd.Series(self.categories_).map(fitted.history.category_repeat).fillna(0).to_numpy()
         return rate < self.non_repeat_threshold
 
@@ -443,7 +434,7 @@ class HybridRecommender:
         has_group = np.array([g is not None and str(g) in fitted.pop.groups for g in group], dtype=bool)
         served = np.where(uidx >= 0, "model", np.where(has_group, "fallback:segment", "fallback:popular"))
         if (uidx < 0).any() and history is not None and len(history):
-            hist = _normalise(history)
+            hist = normalise(history)
             hist = hist[hist["customer_id"].isin(ids[uidx < 0])]
             if len(hist):
                 x = Interactions.build(hist, ids, self.items_, self.origin_, fitted.x.now)
@@ -467,106 +458,8 @@ class HybridRecommender:
         frame = frame.sort_values(["row", "score"], ascending=[True, False], kind="stable")
         frame["rank"] = frame.groupby("row").cumcount() + 1
         top = frame[frame["rank"] <= n].reset_index(drop=True)
-        return self._explain(top, ids, served, parts, fitted)
+        return explain(self, top, ids, served, parts, fitted)
 
-    def _explain(self, top: pd.DataFrame, ids: pd.Index, served: np.ndarray, parts: dict[str, Any],
-                 fitted: _Fitted) -> pd.DataFrame:
-        cols = self._feature_names()
-        sources = np.array([FEATURES.get(c, "profile") for c in cols])
-        names = [s for s in dict.fromkeys(sources) if s not in ("context", "profile")]
-        x = top[cols].to_numpy(dtype=np.float64)
-        per_source = np.zeros((len(top), len(names)))
-        for k, source in enumerate(names):  # what the score loses without the source's evidence
-            mask = sources == source
-            if self.ranker_ is None:
-                per_source[:, k] = np.nan_to_num(x[:, mask]).sum(axis=1)
-            elif len(top) and np.any(x[:, mask] != _absent(cols, mask)):
-                without = x.copy()
-                without[:, mask] = _absent(cols, mask)
-                per_source[:, k] = top["score"].to_numpy() - self.ranker_.predict(pd.DataFrame(without, columns=cols))
-        order = np.argsort(-per_source, axis=1)
-        positive = np.take_along_axis(per_source, order, axis=1) > 0
-        rows = top["row"].to_numpy()
-        bare = np.isin(served[rows], ("fallback:segment", "fallback:popular"))  # ranked by popularity alone
-        listed = [[names[o] for o, ok in zip(order[r], positive[r], strict=True) if ok] or ["popular"]
-                  for r in range(len(top))]
-        grouped = top["group_pop"].to_numpy() > 0
-        for r in np.flatnonzero(bare):
-            listed[r] = ["segment_popular" if grouped[r] else "popular"]
-        primary = np.array([p[0] for p in listed], dtype=object)
-        evidence = self._evidence(primary, top, parts, fitted)
-        reasons = self.reasons or Reasons.load()
-        rendered = [reasons.render(p, e) for p, e in zip(primary, evidence, strict=True)]
-        prefix = served[rows]
-        text = pd.StringDtype("pyarrow")  # one buffer per column, not a Python object per cell (10M rows at 1M customers)
-        return pd.DataFrame({
-            "customer_id": pd.array(ids[rows].to_numpy(), dtype=text), "rank": top["rank"].to_numpy(),
-            "product_id": pd.array(self.items_[top["i"].to_numpy()].to_numpy(), dtype=text),
-            "score": top["score"].to_numpy(),
-            "source": pd.array([",".join(([] if pre == "model" else [pre]) + lst)
-                                for pre, lst in zip(prefix, listed, strict=True)], dtype=text),
-            "reason": pd.array([en for en, _ in rendered], dtype=text),
-            "reason_zh": pd.array([zh for _, zh in rendered], dtype=text)})
-
-    def _evidence(self, primary: np.ndarray, top: pd.DataFrame, parts: dict[str, Any],
-                  fitted: _Fitted) -> list[dict[str, Any]]:
-        """Each row's evidence for its primary source, computed per source for all its
-        rows at once: the terms of that source's own score, largest first."""
-        name = self.products_["name"].astype(str).to_numpy()
-        out: list[dict[str, Any]] = [{} for _ in range(len(top))]
-        rows, items = top["row"].to_numpy(), top["i"].to_numpy()
-
-        def put(mask: np.ndarray, terms: sp.csr_matrix) -> None:
-            picked = np.flatnonzero(mask)
-            for k, js in zip(picked, _top_terms(terms, items[picked]), strict=True):
-                out[k] = {"items": [str(name[j]) for j in js]}
-
-        m = primary == "history"
-        if m.any():
-            interval = fitted.history.interval[items[m]]
-            for k, c, iv in zip(np.flatnonzero(m), top["h_count"].to_numpy()[m], interval, strict=True):
-                out[k] = {"count": int(c), "interval": int(round(iv)) if np.isfinite(iv) else None}
-        m = primary == "bought_together"
-        if m.any():
-            put(m, parts["co_w"][rows[m]].multiply(fitted.co.by_target[items[m]]).tocsr())
-        m = primary == "viewed_together"
-        if m.any() and fitted.views is not None and parts["vlast"] is not None:
-            put(m, fitted.views.weights(parts["vlast"])[rows[m]].multiply(fitted.views.by_target[items[m]]).tocsr())
-        m = primary == "collaborative"
-        if m.any():
-            use_ease = (top["ease"].to_numpy() > np.abs(top["als"].to_numpy())) if fitted.ease is not None \
-                else np.zeros(len(top), dtype=bool)
-            if (m & use_ease).any() and fitted.ease is not None and fitted.ease.weights is not None:
-                sel = m & use_ease
-                bin_rows = parts["counts"][rows[sel]].copy()
-                bin_rows.data[:] = 1
-                put(sel, bin_rows.multiply(fitted.ease.weights[:, items[sel]].T).tocsr())
-            if (m & ~use_ease).any() and fitted.als is not None:
-                sel = m & ~use_ease
-                put(sel, _als_terms(fitted.als, parts["counts"], rows[sel], items[sel]))
-        m = primary == "content"
-        if m.any() and self.item_emb_ is not None:
-            w = parts["co_w"][rows[m]].tocsr()
-            r_of = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
-            data = w.data * np.einsum("ij,ij->i", self.item_emb_[w.indices], self.item_emb_[items[m]][r_of])
-            put(m, sp.csr_matrix((data, w.indices, w.indptr), shape=w.shape))
-        for k in np.flatnonzero(primary == "segment_popular"):
-            out[k] = {"group": str(parts["groups"][rows[k]])}
-        for k in np.flatnonzero(primary == "aspect"):
-            out[k] = {"aspect": self._aspect_of(top.iloc[k])}
-        return out
-
-    def _aspect_of(self, row: Any) -> str:
-        names = [c for c in self.customers_.columns if c.startswith("aspect.")]
-        if not names or row.u < 0 or self.item_aspects_ is None:
-            return ""
-        cust = np.clip(-self.customers_[names].iloc[row.u].to_numpy(dtype=np.float64), 0, None)
-        item = self.item_aspects_.reindex(columns=names).iloc[row.i].to_numpy(dtype=np.float64)
-        return names[int(np.nanargmax(np.nan_to_num(cust * item)))].removeprefix("aspect.")
-
-
-# a feature's value when its source has no evidence for the product (as for a product
-# the source did not propose): no purchase yet means no days, intervals or baskets since
 _NO_EVIDENCE = {"h_days": np.nan, "h_due": np.nan, "h_since": np.nan}
 
 
@@ -648,56 +541,3 @@ def _popular_rows(pop: Popularity, n_rows: int, n_items: int, k: int, groups: np
     if not rows:
         return sp.csr_matrix((n_rows, n_items), dtype=np.float32)
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_items))
-
-
-def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str), "product_id": frame["product_id"].astype(str)})
-    ts = frame["ts"]
-    if pd.api.types.is_datetime64_any_dtype(ts):
-        out["ts"] = (ts.astype("datetime64[ns]").astype("int64") / 1e9).to_numpy()
-    else:
-        out["ts"] = pd.to_numeric(ts).astype(np.float64).to_numpy()
-    out["quantity"] = pd.to_numeric(frame["quantity"]).to_numpy() if "quantity" in frame else 1.0
-    return out
-
-
-def _products(products: pd.DataFrame | None, inter: pd.DataFrame, views: pd.DataFrame | None) -> pd.DataFrame:
-    seen = pd.unique(pd.concat([inter["product_id"]] + ([views["product_id"]] if views is not None else [])))
-    if products is None:
-        base = pd.DataFrame({"product_id": seen})
-    else:
-        base = products.copy()
-        base["product_id"] = base["product_id"].astype(str)
-        missing = pd.Index(seen).difference(pd.Index(base["product_id"]))
-        base = pd.concat([base, pd.DataFrame({"product_id": missing.to_numpy()})], ignore_index=True)
-    base = base.drop_duplicates("product_id").reset_index(drop=True)
-    base["name"] = base["name"].fillna(base["product_id"]) if "name" in base else base["product_id"]
-    base["category"] = base["category"].fillna("unknown").astype(str) if "category" in base else "unknown"
-    return base
-
-
-def _customers(customers: pd.DataFrame | None, users: pd.Index, profile: Sequence[str]) -> pd.DataFrame:
-    if customers is None:
-        return pd.DataFrame(index=range(len(users)))
-    c = customers.copy()
-    c["customer_id"] = c["customer_id"].astype(str)
-    keep = [x for x in c.columns if x == "group" or x in profile or x.startswith("aspect.")]
-    return c.set_index("customer_id")[keep].reindex(users).reset_index(drop=True)
-
-
-def _embeddings(products: pd.DataFrame) -> np.ndarray | None:
-    if "embedding" not in products:
-        return None
-    vectors = [None if e is None or (isinstance(e, float) and np.isnan(e)) else np.asarray(e, np.float32)
-               for e in products["embedding"]]
-    dim = next((len(v) for v in vectors if v is not None), 0)
-    if dim == 0:
-        return None
-    emb = np.stack([v if v is not None else np.zeros(dim, np.float32) for v in vectors])
-    norm = np.linalg.norm(emb, axis=1, keepdims=True)
-    return emb / np.where(norm > 0, norm, 1)
-
-
-def _aspects(products: pd.DataFrame) -> pd.DataFrame | None:
-    cols = [c for c in products.columns if c.startswith("aspect.")]
-    return products[cols].astype(float) if cols else None
