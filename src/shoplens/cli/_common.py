@@ -110,6 +110,7 @@ def _print_summary(summary: Any) -> None:
     if summary.example_customer:
         cfg_path = summary.folder / "shoplens.toml"
         console.print(f"try: [bold]shoplens profile {summary.example_customer} --json --config {cfg_path}[/]", soft_wrap=True)
+        console.print(f"     [bold]shoplens recommend {summary.example_customer} --config {cfg_path}[/]", soft_wrap=True)
 
 
 def _print_skipped(skipped: dict[str, str]) -> None:
