@@ -373,8 +373,9 @@ class HybridRecommender:
         f["i_repeat"] = fitted.history.repeat_rate[cols]
         f["i_interval"] = np.where(np.isfinite(fitted.history.interval[cols]), fitted.history.interval[cols], np.nan)
         for c in self.customers_.columns:
-            if c in self.profile_features:
-                f[f"p_{c}"] = self.customers_[c].to_numpy(dtype=np.float64)[np.maximum(uidx, 0)][rows]
+            if c in self.profile_features:  # unknown for a customer the fit never saw
+                values = self.customers_[c].to_numpy(dtype=np.float64)[np.maximum(uidx, 0)]
+                f[f"p_{c}"] = np.where(uidx >= 0, values, np.nan)[rows]
         frame = pd.DataFrame(f)
         frame.insert(0, "i", cols)
         frame.insert(0, "u", uidx[rows])
@@ -403,7 +404,8 @@ class HybridRecommender:
         if not names:
             return np.zeros(len(rows), np.float32)
         cust = np.clip(-self.customers_[names].to_numpy(dtype=np.float64), 0, None)  # complaints only
-        cust = np.nan_to_num(cust)[np.maximum(uidx, 0)][rows]
+        cust = np.nan_to_num(cust)[np.maximum(uidx, 0)] * (uidx >= 0)[:, None]  # none known for unseen customers
+        cust = cust[rows]
         item = np.nan_to_num(self.item_aspects_[names].to_numpy(dtype=np.float64))[cols]
         return (cust * item).sum(axis=1)
 
