@@ -10,7 +10,10 @@ rules, and write
   customer who is not in the build is served.
 
 The model is fitted on the driver from grouped purchase lines (one row per customer x
-product x basket); on Spark the engine computes that table and the driver fits.
+product x basket); on Spark the engine computes that table and the driver fits and
+ranks (not yet per partition). Product names and categories are embedded with the text
+step's embedder for the content source. Customers without personalisation consent are
+left out of the fit and shown the shop's popular list.
 """
 
 from __future__ import annotations
