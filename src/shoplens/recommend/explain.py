@@ -135,10 +135,6 @@ def _aspect_of(model: HybridRecommender, row: Any) -> str:
 
 # a feature's value when its source has no evidence for the product (as for a product
 # the source did not propose): no purchase yet means no days, intervals or baskets since
-
-
-# a feature's value when its source has no evidence for the product (as for a product
-# the source did not propose): no purchase yet means no days, intervals or baskets since
 _NO_EVIDENCE = {"h_days": np.nan, "h_due": np.nan, "h_since": np.nan}
 
 

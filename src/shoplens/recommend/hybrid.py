@@ -462,60 +462,6 @@ class HybridRecommender:
         top = frame[frame["rank"] <= n].reset_index(drop=True)
         return explain(self, top, ids, served, parts, fitted)
 
-_NO_EVIDENCE = {"h_days": np.nan, "h_due": np.nan, "h_since": np.nan}
-
-
-def _absent(cols: list[str], mask: np.ndarray) -> np.ndarray:
-    return np.array([_NO_EVIDENCE.get(c, 0.0) for c, m in zip(cols, mask, strict=True) if m])
-
-
-def _als_terms(als: Collaborative, counts: sp.csr_matrix, user_rows: np.ndarray, items: np.ndarray,
-               chunk: int = 4096) -> sp.csr_matrix:
-    """ALS's score of product i for a customer is the sum over their products j of
-    c_uj * y_j' A_u^-1 y_i, A_u = Y'Y + reg I + sum_j (c_uj - 1) y_j y_j' (implicit's
-    ``explain``). One row of terms per (customer row of ``counts``, product) pair; A_u
-    is inverted once per customer, in batches of padded matrix products."""
-    conf = als._confidence(counts).tocsr()
-    y = als.item_factors.astype(np.float64)
-    f = y.shape[1]
-    base = y.T @ y + als.regularization * np.eye(f)
-    users, row_user = np.unique(user_rows, return_inverse=True)
-    sub = conf[users]
-    lengths = np.diff(sub.indptr)
-    inv = np.empty((len(users), f, f))
-    order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
-    for a in range(0, len(users), 512):
-        part = order[a:a + 512]
-        width = max(int(lengths[part].max(initial=0)), 1)
-        padded_y = np.zeros((len(part), width, f))
-        weight = np.zeros((len(part), width))
-        for k, u in enumerate(part):
-            lo, hi = sub.indptr[u], sub.indptr[u + 1]
-            padded_y[k, : hi - lo] = y[sub.indices[lo:hi]]
-            weight[k, : hi - lo] = sub.data[lo:hi] - 1
-        mats = base + np.matmul((padded_y * weight[..., None]).transpose(0, 2, 1), padded_y)
-        inv[part] = np.linalg.inv(mats)
-    z = np.empty((len(items), f))
-    for a in range(0, len(items), chunk):
-        z[a:a + chunk] = np.einsum("rfg,rg->rf", inv[row_user[a:a + chunk]], y[items[a:a + chunk]])
-    terms = sub[row_user].tocsr()
-    r_of = np.repeat(np.arange(terms.shape[0]), np.diff(terms.indptr))
-    terms.data = terms.data * np.einsum("nf,nf->n", y[terms.indices], z[r_of])
-    return terms
-
-
-def _top_terms(terms: sp.csr_matrix, items: np.ndarray, top: int = 2) -> list[list[int]]:
-    """Per row the columns of its ``top`` largest positive terms, the row's own product
-    left out (not "X, because of X")."""
-    terms = terms.tocsr()
-    r_of = np.repeat(np.arange(terms.shape[0]), np.diff(terms.indptr))
-    keep = (terms.data > 0) & (terms.indices != items[r_of])
-    r_of, cols, vals = r_of[keep], terms.indices[keep], terms.data[keep]
-    order = np.lexsort((-vals, r_of))
-    r_of, cols = r_of[order], cols[order]
-    start = np.searchsorted(r_of, np.arange(terms.shape[0]))
-    end = np.searchsorted(r_of, np.arange(terms.shape[0]), side="right")
-    return [cols[s:min(e, s + top)].tolist() for s, e in zip(start, end, strict=True)]
 
 
 def _top_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
