@@ -167,7 +167,6 @@ class RecommendConfig(_Strict):
     """Recommendations (the build's recommend step): a ranked list per customer."""
 
     enabled: bool = True
-    n: int = Field(default=10, ge=1, le=100)  # products shown in the profile
     rules: str = "default"  # "default" or a path to a recommend.toml (rules and reason phrases)
     # customers whose last basket trains the ranker (a uniform sample beyond this)
     fit_sample: int = Field(default=10_000, ge=100)

@@ -490,9 +490,7 @@ def data_use_report(store: Any, cfg: Config) -> list[dict[str, Any]]:
     serves, the data and models behind it, and how many customers of the current
     snapshot consented per channel and how many not (left out of that use)."""
     snap = store.require_snapshot()
-    has = store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
-                       "table_name = 'customer_consent'", [f"snap_{snap}"])
-    if not has:
+    if not store.has_snapshot_table(snap, "customer_consent"):
         raise ConsentError("the current snapshot predates consent: run 'shoplens build'")
     sums = ", ".join(f"count(*) FILTER (WHERE {k})" for k in KEY_NAMES)
     row = store.one(f"SELECT count(*), {sums} FROM snap_{snap}.customer_consent") or (0,) * (len(KEY_NAMES) + 1)

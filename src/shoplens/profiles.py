@@ -91,12 +91,6 @@ def resolve_customer(store: Store, ref: str, keys: Keys | None) -> str:
 PROFILE_RECOMMENDATIONS = 10  # products in the profile's ``recommendations`` slot
 
 
-def has_table(store: Store, snap: int, name: str) -> bool:
-    """Whether snapshot ``snap`` has table ``name`` (snapshots from before a stage existed do not)."""
-    return bool(store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                             [f"snap_{snap}", name]))
-
-
 def profile_query(schema: str, where: str = "", recommendations: bool = True) -> str:
     """One row per customer with everything a profile document needs (set-based, so the
     same query serves one id or a whole snapshot). ``recommendations``: whether the
@@ -179,5 +173,5 @@ def get_profile(store: Store, ref: str, keys: Keys | None = None) -> dict[str, A
     cid = resolve_customer(store, ref, keys)
     snap = store.require_snapshot()
     row = store.record(profile_query(f"snap_{snap}", "WHERE f.customer_id = ?",
-                                     has_table(store, snap, "recommendations")), [cid])
+                                     store.has_snapshot_table(snap, "recommendations")), [cid])
     return document(row, snapshot_meta(store, snap))

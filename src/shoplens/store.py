@@ -192,6 +192,11 @@ class Store:
         row = self.one(sql, params)
         return None if row is None else row[0]
 
+    def has_snapshot_table(self, snap: int, name: str) -> bool:
+        """Whether snapshot ``snap`` has table ``name`` (snapshots from before a stage existed do not)."""
+        return bool(self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                                [f"snap_{snap}", name]))
+
     def record(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         """First row as a dict of column name -> value (empty when there is none)."""
         cur = self.con.execute(sql, params or [])

@@ -301,10 +301,9 @@ def evaluate(name: str, on_info: Callable[[str], None] = lambda _m: None, seed: 
     cold_train = train[~train["customer_id"].isin(cold)]
     cold_test = test[test["customer_id"].isin(cold)]
     cold_rows: dict[str, dict[str, float]] = {}
-    cm = _Matrix(train, items)  # global popularity over everyone, the same table a fallback would use
-    cold_rows["global popularity, history excluded"] = metrics(popularity(cm, cold, data.exclude_purchased), cold_test,
+    cold_rows["global popularity, history excluded"] = metrics(popularity(m, cold, data.exclude_purchased), cold_test,
                                                                train, len(items))
-    cold_rows["global popularity, knowing nothing"] = metrics(popularity(cm, cold, False), cold_test, train, len(items))
+    cold_rows["global popularity, knowing nothing"] = metrics(popularity(m, cold, False), cold_test, train, len(items))
     cold_model = HybridRecommender(random_state=seed)
     customers = data.customers
     cold_model.fit(cold_train, data.products, customers, on_info=on_info, exclude_purchased=data.exclude_purchased)

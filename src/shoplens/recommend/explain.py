@@ -80,7 +80,7 @@ def evidence(model: HybridRecommender, primary: np.ndarray, top: pd.DataFrame, p
              fitted: Fitted) -> list[dict[str, Any]]:
     """Each row's evidence for its primary source, computed per source for all its
     rows at once: the terms of that source's own score, largest first."""
-    name = model.products_["name"].astype(str).to_numpy()
+    name = model.names_
     out: list[dict[str, Any]] = [{} for _ in range(len(top))]
     rows, items = top["row"].to_numpy(), top["i"].to_numpy()
 
@@ -98,8 +98,8 @@ def evidence(model: HybridRecommender, primary: np.ndarray, top: pd.DataFrame, p
     if m.any():
         put(m, parts["co_w"][rows[m]].multiply(fitted.co.by_target[items[m]]).tocsr())
     m = primary == "viewed_together"
-    if m.any() and fitted.views is not None and parts["vlast"] is not None:
-        put(m, fitted.views.weights(parts["vlast"])[rows[m]].multiply(fitted.views.by_target[items[m]]).tocsr())
+    if m.any() and fitted.views is not None and parts["view_w"] is not None:
+        put(m, parts["view_w"][rows[m]].multiply(fitted.views.by_target[items[m]]).tocsr())
     m = primary == "collaborative"
     if m.any():
         use_ease = (top["ease"].to_numpy() > np.abs(top["als"].to_numpy())) if fitted.ease is not None \

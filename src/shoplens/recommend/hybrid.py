@@ -125,6 +125,7 @@ class HybridRecommender:
         inter = normalise(interactions)
         vw = normalise(views) if views is not None and len(views) else None
         self.products_ = products_frame(products, inter, vw)
+        self.names_ = self.products_["name"].astype(str).to_numpy()
         self.items_ = pd.Index(self.products_["product_id"])
         self.users_ = pd.Index(pd.unique(pd.concat([inter["customer_id"]] + ([vw["customer_id"]] if vw is not None else []))))
         self.categories_ = self.products_["category"].to_numpy()
@@ -292,8 +293,10 @@ class HybridRecommender:
         co_all = fitted.co.score(sp.csr_matrix((np.ones_like(last.data), last.indices, last.indptr), shape=last.shape))
         parts = [counts, _top_rows(co_recent, k)]
         view_co = None
+        view_w = None
         if fitted.views is not None and vlast is not None:
-            view_co = fitted.views.score(fitted.views.weights(vlast))
+            view_w = fitted.views.weights(vlast)
+            view_co = fitted.views.score(view_w)
             parts.append(_top_rows(view_co, k // 2))
         factors = None
         if fitted.als is not None:
@@ -380,7 +383,7 @@ class HybridRecommender:
         frame.insert(0, "i", cols)
         frame.insert(0, "u", uidx[rows])
         frame.insert(0, "row", rows)
-        return frame, {"co_w": co_w, "counts": counts, "factors": factors, "vlast": vlast, "groups": groups}
+        return frame, {"co_w": co_w, "counts": counts, "view_w": view_w, "groups": groups}
 
     def _group_of(self, ids: pd.Index, uidx: np.ndarray, given: dict[str, str] | None) -> np.ndarray:
         """Each customer's group: the fitted one, else the one given at request time."""

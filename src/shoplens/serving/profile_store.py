@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shoplens.fsutil import checksum_path, file_sha256, fsync_dir, fsync_file, write_atomic
-from shoplens.profiles import document, has_table, profile_query, snapshot_meta
+from shoplens.profiles import document, profile_query, snapshot_meta
 from shoplens.serving.audience import compile_filter, parse_text
 from shoplens.serving.reader import ProfileReader, current_name, profiles_dir, serving_files
 from shoplens.store import Store
@@ -95,7 +95,7 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
         "CREATE TABLE profiles (customer_id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID;"
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
     )
-    with_recs = has_table(store, snap, "recommendations")
+    with_recs = store.has_snapshot_table(snap, "recommendations")
     cur = store.con.execute(profile_query(f"snap_{snap}", recommendations=with_recs))
     names = [d[0] for d in cur.description or []]
     placeholders = ", ".join("?" * (len(FLAT_FIELDS) + 1))
@@ -155,8 +155,7 @@ def _write_consent(store: Store, db: sqlite3.Connection, snap: int) -> None:
     db.executescript(
         f"CREATE TABLE consent_state (customer_id TEXT PRIMARY KEY, {', '.join(k + ' INTEGER' for k in KEY_NAMES)}) WITHOUT ROWID;"
         "CREATE TABLE consent_history (customer_id TEXT, purpose TEXT, channel TEXT, status TEXT, consent_ts TEXT, source TEXT);")
-    has_state = store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = "
-                             "'customer_consent'", [f"snap_{snap}"])
+    has_state = store.has_snapshot_table(snap, "customer_consent")
     if not has_state:  # a snapshot built before consent: nothing to show
         return
     cur = store.con.cursor()

@@ -12,14 +12,17 @@ or a ``fallback:...`` (``popular``, ``segment``, ``history``, ``no_consent``).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 from shoplens.errors import NotFoundError, StoreError
 from shoplens.recommend.reasons import Reasons
 
 MAX_N = 100
+P = ParamSpec("P")
+T = TypeVar("T")
 _COLS = "rank, product_id, name, category, score, source, reason, reason_zh"
 
 
@@ -35,9 +38,18 @@ def _category_clause(category: str | None, column: str = "category") -> tuple[st
     return f" AND ({column} = ? OR substr({column}, 1, ?) = ?)", [category, len(category) + 1, category + "/"]
 
 
-def _check(db: sqlite3.Connection) -> None:
-    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'recommendations'").fetchone():
-        raise StoreError("the served snapshot has no recommendations: run 'shoplens build'")
+def _served(fn: Callable[P, T]) -> Callable[P, T]:
+    """A serving file published before the recommend stage has none of its tables:
+    a clear error, found when a query fails rather than checked on every request."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as err:
+            if "no such table" not in str(err):
+                raise
+            raise StoreError("the served snapshot has no recommendations: run 'shoplens build'") from None
+    return wrapper
 
 
 def _fill(db: sqlite3.Connection, out: list[dict[str, Any]], n: int, segment: str | None, category: str | None,
@@ -62,12 +74,12 @@ def _fill(db: sqlite3.Connection, out: list[dict[str, Any]], n: int, segment: st
                             "source": f"fallback:{'segment' if seg != '*' else 'popular'}", "reason": en, "reason_zh": zh})
 
 
+@_served
 def for_customer(db: sqlite3.Connection, cid: str, n: int = 10, category: str | None = None,
                  exclude_purchased: bool = False, personalised: bool = True,
                  reasons: Reasons | None = None) -> dict[str, Any]:
     """The customer's list after the filters. ``personalised`` False (consent withdrawn
     since the build) serves the shop's popular list."""
-    _check(db)
     reasons = reasons or Reasons.load()
     n = max(1, min(int(n), MAX_N))
     seg = db.execute("SELECT segment_name FROM flat WHERE customer_id = ?", [cid]).fetchone()
@@ -100,9 +112,9 @@ def for_customer(db: sqlite3.Connection, cid: str, n: int = 10, category: str | 
             "filters": {"category": category, "exclude_purchased": exclude_purchased}, "recommendations": out}
 
 
+@_served
 def similar(db: sqlite3.Connection, product_id: str, n: int = 10, kind: str | None = None) -> dict[str, Any]:
     """Products bought together / viewed together with ``product_id``."""
-    _check(db)
     product = db.execute("SELECT product_id, name, category FROM products WHERE product_id = ?", [product_id]).fetchone()
     if product is None:
         raise NotFoundError("product not found in the current snapshot")
@@ -117,11 +129,11 @@ def similar(db: sqlite3.Connection, product_id: str, n: int = 10, kind: str | No
     return {"product_id": product[0], "name": product[1], "category": product[2], "similar": out}
 
 
+@_served
 def for_products(db: sqlite3.Connection, products: Sequence[str], n: int = 10, category: str | None = None,
                  segment: str | None = None, reasons: Reasons | None = None) -> dict[str, Any]:
     """A list for a visitor the build never saw, from the products they viewed or bought
     (no retrain: the published item-to-item neighbours), topped up from popularity."""
-    _check(db)
     reasons = reasons or Reasons.load()
     n = max(1, min(int(n), MAX_N))
     given = list(dict.fromkeys(str(p) for p in products))[:MAX_N]
