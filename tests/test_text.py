@@ -439,7 +439,7 @@ def test_a_result_cache_hit_skips_all_model_work(tmp_path: Path) -> None:
     first = step(batch)
     assert step.analysed == 3 and step.deduplicated == 3  # three distinct prepared texts
     assert first.column("sentiment").to_pylist()[0] == first.column("sentiment").to_pylist()[1]
-    analysers = rows._ANALYSERS["settings-a"]
+    analysers = step._analysers()
 
     def forbidden(*_a: object, **_k: object) -> None:
         raise AssertionError("model work on a cached text")
@@ -457,3 +457,34 @@ def test_a_result_cache_hit_skips_all_model_work(tmp_path: Path) -> None:
     for col in ("sentiment", "language", "keywords", "aspects", "vector"):
         assert second.column(col).to_pylist() == first.column(col).to_pylist()
     assert again.cached_share(["好评!", "new text never seen"]) == 0.5
+
+
+def test_two_shops_in_one_process_keep_their_own_caches(tmp_path: Path) -> None:
+    """Regression: the analysers were shared per settings alone, so a second shop built
+    in the same process (an evaluation, a test run) wrote its texts' embeddings into the
+    first shop's cache, where the second shop's erasure could not reach them."""
+    import sqlite3
+
+    import pyarrow as pa
+
+    from shoplens.config import Config
+    from shoplens.text.rows import SOURCE, TextRows
+    from shoplens.text.embed import text_key
+
+    def batch(texts: list[str]) -> pa.Table:
+        return pa.table({"text_id": [f"t{i}" for i in range(len(texts))], "customer_id": ["c1"] * len(texts),
+                         "text": texts, "created_at": [datetime(2025, 1, 1)] * len(texts),
+                         "category": [None] * len(texts)}, schema=SOURCE)
+
+    caches = {}
+    for shop, texts in (("a", ["shop a only: the blender is loud"]), ("b", ["shop b only: 物流太慢了，包装破损"])):
+        caches[shop] = tmp_path / shop / "cache.sqlite"
+        cfg = Config.model_validate({"text": {"cache": str(caches[shop]), "embedder": "hash"}})
+        step = TextRows(cfg, "same-settings", caches[shop])
+        step(batch(texts))
+        embedder_id = step._analysers().embedder.id
+    with sqlite3.connect(caches["a"]) as db:
+        keys = {k for (k,) in db.execute("SELECT key FROM embeddings")}
+    assert keys and text_key(embedder_id, "shop b only: 物流太慢了，包装破损") not in keys
+    with sqlite3.connect(caches["b"]) as db:
+        assert db.execute("SELECT count(*) FROM embeddings").fetchone()[0] >= 1

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shoplens.errors import ConfigError
-from shoplens.schema import CONSENT_PURPOSES, INGEST_ORDER, PII_COLUMNS, TABLES
+from shoplens.schema import CONSENT_PURPOSES, INGEST_ORDER, PII_COLUMNS, TABLES, VAULT_COLUMNS
 
 CONFIG_NAME = "shoplens.toml"
 
@@ -94,13 +94,19 @@ class PrivacyConfig(_Strict):
     key_file: str = ""
     pii: dict[str, Literal["encrypt", "drop"]] = Field(default_factory=dict)  # default per column: schema pii_default
     raw_text: Literal["encrypt", "drop"] = "encrypt"
+    # keyed hashes of phone, e-mail, address, device and payment token in customer_links,
+    # so the risk stage can link accounts sharing one (docs/risk.md); false keeps none
+    link_identifiers: bool = True
 
     @field_validator("pii")
     @classmethod
     def _known_pii(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
+        for key, action in v.items():
             if key not in PII_COLUMNS:
                 raise ValueError(f"unknown PII column '{key}': expected one of {sorted(PII_COLUMNS)}")
+            if action == "encrypt" and key not in VAULT_COLUMNS:
+                raise ValueError(f"PII column '{key}' can only be dropped (the vault keeps the customers table's "
+                                 f"PII: {', '.join(sorted(VAULT_COLUMNS))})")
         return v
 
     def action(self, column: str) -> str:
@@ -171,6 +177,13 @@ class RecommendConfig(_Strict):
     # customers whose last basket trains the ranker (a uniform sample beyond this)
     fit_sample: int = Field(default=10_000, ge=100)
     candidates: int = Field(default=100, ge=10, le=1000)  # products each source proposes per customer
+
+
+class RiskConfig(_Strict):
+    """Risk flags (the build's risk step): for a person to review, never a decision (docs/risk.md)."""
+
+    enabled: bool = True
+    rules: str = "default"  # "default" or a path to a risk.toml (thresholds and fact phrases)
 
 
 class TextConfig(_Strict):
@@ -248,6 +261,7 @@ class Config(_Strict):
     predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)

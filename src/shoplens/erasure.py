@@ -41,7 +41,7 @@ from shoplens.store import Store
 if TYPE_CHECKING:
     from shoplens.config import Config
 
-DATA_TABLES = ("orders", "events", "texts", "consents", "vault_customer_pii", "customers")
+DATA_TABLES = ("orders", "events", "texts", "consents", "vault_customer_pii", "customer_links", "customers")
 
 
 @dataclass
@@ -345,9 +345,10 @@ def _erase_access(store_path: Path, cid: str, raw: str | None, report: ErasureRe
     # secure_delete zeroes the replaced values in place
     report.add("audit", scrub_sqlite(access_path(store_path), [
         (f"UPDATE audit SET customer_id = NULL, path = '(erased)', detail = '' WHERE {cond}", params)], vacuum=False))
-    if _has_table(access_path(store_path), "consent_changes"):  # consent recorded through the CLI or API
-        report.add("consent_changes", scrub_sqlite(access_path(store_path), [
-            ("DELETE FROM consent_changes WHERE customer_id = ?", [cid])], vacuum=False))
+    for table in ("consent_changes", "risk_decisions"):  # consent and risk decisions recorded through the CLI or API
+        if _has_table(access_path(store_path), table):
+            report.add(table, scrub_sqlite(access_path(store_path), [
+                (f"DELETE FROM {table} WHERE customer_id = ?", [cid])], vacuum=False))
 
 
 def _has_table(path: Path, table: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -87,6 +87,26 @@ class Recommendation(_Doc):
     reason_zh: str
 
 
+class RiskFact(_Doc):
+    """One observation behind a flag; ``sentiment`` says whether it weighs for the flag
+    (negative) or against it (positive)."""
+
+    description: str
+    description_zh: str
+    sentiment: Literal["negative", "positive"]
+
+
+class RiskFlag(_Doc):
+    """A risk flag for a person to review, never a decision (docs/risk.md)."""
+
+    type: Literal["return_abuse", "coupon_abuse", "linked_accounts", "review_manipulation", "unusual_behaviour"]
+    level: Literal["LOW", "MEDIUM", "HIGH"]
+    recommendation: str  # rules/risk.toml [levels]: ACCEPT, MONITOR, INVESTIGATE by default
+    score: float
+    facts: list[RiskFact]
+    model_version: str
+
+
 class Provenance(_Doc):
     snapshot_id: int
     built_at: str | None
@@ -109,7 +129,7 @@ class ProfileDocument(_Doc):
     predictions: Predictions | None
     segment: Any = None
     tags: list[Tag]
-    risk_flags: list[Any]
+    risk_flags: list[RiskFlag]
     recommendations: list[Recommendation]
     provenance: Provenance
 

@@ -91,16 +91,31 @@ def resolve_customer(store: Store, ref: str, keys: Keys | None) -> str:
 PROFILE_RECOMMENDATIONS = 10  # products in the profile's ``recommendations`` slot
 
 
-def profile_query(schema: str, where: str = "", recommendations: bool = True) -> str:
+RISK_TYPES = ("return_abuse", "coupon_abuse", "linked_accounts", "review_manipulation", "unusual_behaviour")
+_RISK_RANK = "CASE level WHEN 'HIGH' THEN 3 WHEN 'MEDIUM' THEN 2 ELSE 1 END"
+
+
+def _risk_query(schema: str, built: bool) -> str:
+    """Per customer the flags (most severe first), the highest level, and each type's level."""
+    per_type = ", ".join(f"max_by(level, {_RISK_RANK}) FILTER (WHERE type = '{t}') AS risk_{t}" for t in RISK_TYPES)
+    if not built:
+        nulls = ", ".join(f"NULL AS risk_{t}" for t in RISK_TYPES)
+        return f"(SELECT NULL AS customer_id, NULL AS risk_flags, NULL AS risk_level, {nulls} WHERE false)"
+    return f"""(SELECT customer_id, list({{'type': type, 'level': level, 'recommendation': recommendation,
+        'score': score, 'facts': facts, 'model_version': model_version}} ORDER BY {_RISK_RANK} DESC, score DESC) AS risk_flags,
+        max_by(level, {_RISK_RANK}) AS risk_level, {per_type} FROM {schema}.risk_flags GROUP BY customer_id)"""
+
+
+def profile_query(schema: str, where: str = "", recommendations: bool = True, risk: bool = True) -> str:
     """One row per customer with everything a profile document needs (set-based, so the
-    same query serves one id or a whole snapshot). ``recommendations``: whether the
-    snapshot has them (snapshots built before the recommend stage do not)."""
+    same query serves one id or a whole snapshot). ``recommendations``, ``risk``: whether
+    the snapshot has those tables (snapshots built before their stage do not)."""
     recs = f"""(SELECT customer_id, list({{'rank': rank, 'product_id': product_id, 'name': name, 'category': category,
         'score': round(score, 4), 'source': source, 'reason': reason, 'reason_zh': reason_zh}} ORDER BY rank)
         AS recommendations FROM {schema}.recommendations WHERE rank <= {PROFILE_RECOMMENDATIONS} GROUP BY customer_id)""" \
         if recommendations else "(SELECT NULL AS customer_id, NULL AS recommendations WHERE false)"
     return f"""
-WITH recs AS {recs},
+WITH recs AS {recs}, risk AS {_risk_query(schema, risk)},
 cats AS (
     SELECT customer_id, list({{'category': category, 'spend': spend, 'share': share}} ORDER BY rank) AS categories
     FROM {schema}.customer_category_shares WHERE rank < 5 GROUP BY customer_id),
@@ -112,7 +127,7 @@ SELECT f.*, d.gender, d.birth_year, d.city, d.region, d.country, d.channel, d.si
        p.churn_reasons, p.churn_reasons_zh, cats.categories, txt.n_texts, txt.mean_rating, txt.languages,
        cs.segment_id, sg.name AS segment_name,
        ctf.sentiment_mean, ctf.sentiment_trend, ctf.negative_share, ctf.top_keywords, ctf.interests,
-       ctf.topic_shares, COLUMNS('^aspect_'), recs.recommendations
+       ctf.topic_shares, COLUMNS('^aspect_'), recs.recommendations, COLUMNS('^risk_')
 FROM {schema}.customer_features f
 JOIN {schema}.customers d USING (customer_id)
 LEFT JOIN {schema}.customer_predictions p USING (customer_id)
@@ -122,6 +137,7 @@ LEFT JOIN {schema}.customer_text_features ctf USING (customer_id)
 LEFT JOIN {schema}.customer_segments cs USING (customer_id)
 LEFT JOIN {schema}.segments sg USING (segment_id)
 LEFT JOIN recs USING (customer_id)
+LEFT JOIN risk USING (customer_id)
 {where}"""
 
 
@@ -156,7 +172,7 @@ def document(row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "predictions": _predictions(row),
         "segment": None if row.get("segment_id") is None else {"id": int(row["segment_id"]), "name": row.get("segment_name")},
         "tags": row.get("tags") or [],
-        "risk_flags": [],
+        "risk_flags": [{**flag, "facts": json.loads(flag["facts"])} for flag in (row.get("risk_flags") or [])],
         "recommendations": [{k: _clean(v) for k, v in r.items()} for r in (row.get("recommendations") or [])],
         "provenance": {
             **{k: _clean(v) for k, v in meta.items()},
@@ -172,6 +188,6 @@ def get_profile(store: Store, ref: str, keys: Keys | None = None) -> dict[str, A
     """
     cid = resolve_customer(store, ref, keys)
     snap = store.require_snapshot()
-    row = store.record(profile_query(f"snap_{snap}", "WHERE f.customer_id = ?",
-                                     store.has_snapshot_table(snap, "recommendations")), [cid])
+    row = store.record(profile_query(f"snap_{snap}", "WHERE f.customer_id = ?", store.has_snapshot_table(snap, "recommendations"),
+                                     store.has_snapshot_table(snap, "risk_flags")), [cid])
     return document(row, snapshot_meta(store, snap))

@@ -57,6 +57,10 @@ class Column:
     redact_subject: bool = False  # free text: the row's own raw customer id becomes SUBJECT_PLACEHOLDER
     earliest: str | None = None  # date: the earliest accepted day (the latest is today)
     derived_from: str | None = None  # computed from this column of the row when the source has none
+    # identifier kind (phone, email, address, device, payment): a keyed hash of the normalised
+    # value goes to ``customer_links`` at ingest, so accounts sharing it can be linked
+    # without the value itself being kept (docs/risk.md)
+    link: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,9 +170,10 @@ CUSTOMERS = Table(
         Column("country", "string", "Country code or name."),
         Column("channel", "string", "Acquisition channel (app, web, mini-program, store ...)."),
         Column("name", "string", "Full name. PII.", pii=True),
-        Column("phone", "string", "Phone number. PII.", pii=True),
-        Column("email", "string", "E-mail address. PII.", pii=True),
-        Column("address", "string", "Postal address. PII.", pii=True),
+        Column("phone", "string", "Phone number. PII; a keyed hash links accounts sharing it.", pii=True, link="phone"),
+        Column("email", "string", "E-mail address. PII; a keyed hash links accounts sharing it.", pii=True, link="email"),
+        Column("address", "string", "Postal address. PII; a keyed hash links accounts sharing it.", pii=True,
+               link="address"),
         Column("id_number", "string", "National ID / passport number. PII.", pii=True),
     ),
 )
@@ -199,6 +204,13 @@ ORDERS = Table(
         Column("discount", "money", "Discount granted on the order, in the base currency.", minimum=0, default="0"),
         Column("currency", "string", "ISO 4217 code the source used; must be the base currency or have a rate in [defaults] fx_rates."),
         Column("channel", "string", "Sales channel."),
+        Column("shipping_address", "string", "Delivery address. PII, never stored: only a keyed hash links "
+               "accounts shipping to it.", pii=True, pii_default="drop", link="address"),
+        Column("device_id", "string", "Device or browser fingerprint the order came from. Never stored: only a "
+               "keyed hash links accounts sharing it.", pii=True, pii_default="drop", link="device"),
+        Column("payment_ref", "string", "Payment instrument token (a card fingerprint, never a card number). Never "
+               "stored: only a keyed hash links accounts paying with it.", pii=True, pii_default="drop",
+               link="payment"),
     ),
 )
 
@@ -277,6 +289,8 @@ INGEST_ORDER: tuple[str, ...] = ("customers", "products", "orders", "order_items
 LINEAGE_COLUMNS = ("_ingest_id", "_line", "_row_hash")
 # direct personal data, by column name: what [privacy] pii may name
 PII_COLUMNS: dict[str, Column] = {c.name: c for t in TABLES.values() for c in t.columns if c.pii}
+# PII the vault can keep encrypted (the customers table's); any other PII column is dropped
+VAULT_COLUMNS = frozenset(c.name for c in TABLES["customers"].columns if c.pii)
 
 
 def table(name: str) -> Table:

@@ -8,6 +8,9 @@ Layout (all in the ``main`` schema unless said otherwise):
   ``_row_hash``);
 - ``vault_customer_pii``, ``vault_text_raw``: Fernet ciphertexts of direct PII and raw
   texts (only readers holding the secret can open them);
+- ``customer_links``: keyed hashes (``Keys.link_hash``) of each customer's normalised
+  phone, e-mail, addresses, devices and payment tokens, one row per customer and value,
+  for linking accounts that share one; the values themselves are not kept;
 - ``quarantine``: every rejected input row with source, line, field, expected, found,
   and when a later ingest accepted the row, ``resolved_ingest`` / ``resolved_at``;
 - ``ingest_log``: one row per ingested source with its counts and content hash;
@@ -48,6 +51,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
     field VARCHAR, expected VARCHAR, found VARCHAR, reason VARCHAR, record_enc VARCHAR);
 CREATE TABLE IF NOT EXISTS vault_customer_pii (
     customer_id VARCHAR, field VARCHAR, ciphertext VARCHAR, _ingest_id BIGINT);
+CREATE TABLE IF NOT EXISTS customer_links (
+    customer_id VARCHAR, kind VARCHAR, link_hash VARCHAR, _ingest_id BIGINT);
 CREATE TABLE IF NOT EXISTS vault_text_raw (text_id VARCHAR, ciphertext VARCHAR, _ingest_id BIGINT);
 CREATE TABLE IF NOT EXISTS snapshots (
     snapshot_id BIGINT PRIMARY KEY, status VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,

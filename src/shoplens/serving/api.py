@@ -51,7 +51,7 @@ from shoplens.serving.guard import (
     audit_record,
     install_error_handlers,
 )
-from shoplens.serving.profile_store import AUDIENCE_FIELDS, ProfileReader
+from shoplens.serving.profile_store import AUDIENCE_FIELDS, EXPORT_COLUMNS, ProfileReader
 
 __all__ = ["MAX_BODY", "MAX_PAGE", "MAX_PAGE_NUMBER", "create_app"]
 MAX_PAGE = 1000
@@ -334,6 +334,10 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
         principal(request, x_api_key)
         return recs.for_products(reader.db(), body.products, body.n, body.category, body.segment, phrases)
 
+    from shoplens.serving import risk
+
+    risk.add_routes(app, reader, principal, resolve, store_path)
+
     analysers: list[Any] = []
     lock = threading.Lock()  # one analysis at a time: the embedder is a single native model
 
@@ -386,7 +390,7 @@ class ShopLensAPI(FastAPI):
 def _export(db: Any, chosen: Selection, fmt: str, hashed: dict[str, dict[str, str | None]] | None = None) -> Response:
     import pyarrow as pa
 
-    cur = db.execute(f"SELECT * FROM flat WHERE {chosen.where} ORDER BY customer_id", chosen.params)
+    cur = db.execute(f"SELECT {EXPORT_COLUMNS} FROM flat WHERE {chosen.where} ORDER BY customer_id", chosen.params)
     names = [d[0] for d in cur.description]
     rows = cur.fetchall()
     table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shoplens.fsutil import checksum_path, file_sha256, fsync_dir, fsync_file, write_atomic
-from shoplens.profiles import document, profile_query, snapshot_meta
+from shoplens.profiles import RISK_TYPES, document, profile_query, snapshot_meta
 from shoplens.serving.audience import compile_filter, parse_text
 from shoplens.serving.reader import ProfileReader, current_name, profiles_dir, serving_files
 from shoplens.store import Store
@@ -47,12 +47,17 @@ FLAT_FIELDS: dict[str, str] = {
     # mean polarity (-1..1) of the customer's mentions of each default aspect (rules/aspects.toml)
     **{f"aspect.{a}": "number" for a in ("quality", "price", "logistics", "service", "packaging", "appearance",
                                           "function", "size")},
+    # the highest risk level (LOW / MEDIUM / HIGH, none: NULL) and each flag type's
+    "risk.level": "text", **{f"risk.{t}": "text" for t in RISK_TYPES},
 }
+# what exports leave out: risk flags are for a person to review, not for activation
+NOT_EXPORTED = tuple(f for f in FLAT_FIELDS if f.startswith("risk."))
+EXPORT_COLUMNS = ", ".join([f'"{f}"' for f in FLAT_FIELDS if f not in NOT_EXPORTED] + ["tags"])
 # what the audience language filters on: the flat fields, and the products a customer is
 # likely to buy (in their top 10 recommendations)
 AUDIENCE_FIELDS: dict[str, str] = FLAT_FIELDS | {"likely_to_buy": "product"}
 BATCH = 5000
-__all__ = ["AUDIENCE_FIELDS", "FLAT_FIELDS", "ProfileReader", "install", "profiles_dir", "prune_serving", "publish", "switch_current"]
+__all__ = ["AUDIENCE_FIELDS", "EXPORT_COLUMNS", "FLAT_FIELDS", "ProfileReader", "install", "profiles_dir", "prune_serving", "publish", "switch_current"]
 
 
 def load_tag_rules(path: str | None = None) -> list[dict[str, str]]:
@@ -96,7 +101,8 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
     )
     with_recs = store.has_snapshot_table(snap, "recommendations")
-    cur = store.con.execute(profile_query(f"snap_{snap}", recommendations=with_recs))
+    with_risk = store.has_snapshot_table(snap, "risk_flags")
+    cur = store.con.execute(profile_query(f"snap_{snap}", recommendations=with_recs, risk=with_risk))
     names = [d[0] for d in cur.description or []]
     placeholders = ", ".join("?" * (len(FLAT_FIELDS) + 1))
     done = 0
@@ -111,6 +117,7 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
     _apply_tags(db)
     _write_consent(store, db, snap)
     _write_recommendations(store, db, snap, with_recs)
+    _write_risk(store, db, snap, with_risk)
     db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
     db.execute("CREATE INDEX flat_segment ON flat (rfm_segment)")
     db.commit()
@@ -143,6 +150,20 @@ def _write_recommendations(store: Store, db: sqlite3.Connection, snap: int, buil
         while batch := cur.fetchmany(BATCH * 10):
             db.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * width)})", batch)
     db.execute("CREATE INDEX recommendations_product ON recommendations (product_id, rank)")
+
+
+def _write_risk(store: Store, db: sqlite3.Connection, snap: int, built: bool) -> None:
+    """The review queue: every flag with its facts (empty before the risk stage)."""
+    db.execute("CREATE TABLE risk_flags (customer_id TEXT, type TEXT, level TEXT, recommendation TEXT, score REAL, "
+               "facts TEXT, model_version TEXT, group_id TEXT, PRIMARY KEY (customer_id, type)) WITHOUT ROWID")
+    if built:
+        cur = store.con.cursor()
+        cur.execute(f"SELECT customer_id, type, level, recommendation, score, facts, model_version, group_id "
+                    f"FROM snap_{snap}.risk_flags")
+        while batch := cur.fetchmany(BATCH * 10):
+            db.executemany("INSERT INTO risk_flags VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+    db.execute("CREATE INDEX risk_flags_queue ON risk_flags (level, score)")
+    db.execute("CREATE INDEX risk_flags_group ON risk_flags (group_id)")
 
 
 def _write_consent(store: Store, db: sqlite3.Connection, snap: int) -> None:

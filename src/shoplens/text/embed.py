@@ -196,6 +196,11 @@ def user_e5(on_progress: Progress | None = None) -> CachedEmbedder:
     return user_embedder("e5", on_progress)
 
 
+_MODELS: dict[str, Embedder] = {}  # per process: one loaded model per name, whatever cache wraps it
+
+
 def make_embedder(name: str, cache: Path | None = None, on_progress: Progress | None = None) -> CachedEmbedder:
     """The embedder named in ``[text] embedder``, wrapped in the cache."""
-    return CachedEmbedder(EMBEDDERS[name](), cache, on_progress=on_progress)
+    if name not in _MODELS:
+        _MODELS[name] = EMBEDDERS[name]()
+    return CachedEmbedder(_MODELS[name], cache, on_progress=on_progress)

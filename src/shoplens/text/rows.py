@@ -42,7 +42,7 @@ ROWS = pa.schema([("text_id", pa.string()), ("customer_id", pa.string()), ("crea
                   ("live", pa.bool_()), ("tokens", pa.list_(pa.string())), ("aspects", pa.list_(ASPECT)),
                   ("vector", pa.list_(pa.float32())), ("cached", pa.bool_())])
 _EPOCH = datetime(1970, 1, 1)  # stored times are naive UTC: never read them in the machine's zone
-_ANALYSERS: dict[str, Any] = {}  # per process: settings hash -> Analysers
+_ANALYSERS: dict[str, Any] = {}  # per process: settings hash and cache file -> Analysers
 _READY: set[str] = set()  # result cache files whose tables this process has made
 _RESULT_FIELDS = ("language", "sentiment", "keywords", "truncated", "live", "tokens", "aspects")
 
@@ -68,11 +68,14 @@ class TextRows:
         self.seconds = 0.0  # spent analysing texts not in the cache
 
     def _analysers(self) -> Any:
-        if self.settings not in _ANALYSERS:
+        # per shop as well as per settings: two shops in one process (an evaluation, a
+        # test run) must not write one's texts into the other's embedding cache
+        key = f"{self.settings}/{self.cfg.resolve(self.cfg.text.cache) if self.cfg.text.cache else ''}"
+        if key not in _ANALYSERS:
             from shoplens.text.analysers import Analysers
 
-            _ANALYSERS[self.settings] = Analysers.for_shop(self.cfg)
-        return _ANALYSERS[self.settings]
+            _ANALYSERS[key] = Analysers.for_shop(self.cfg)
+        return _ANALYSERS[key]
 
     def _db(self) -> sqlite3.Connection:
         assert self.cache is not None
