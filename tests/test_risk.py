@@ -110,6 +110,10 @@ def test_queue_profile_and_audience_carry_the_flags(server: dict) -> None:
     assert aud.status_code == 200, aud.text
     assert high["customer_id"] in aud.json()["customer_ids"]
     assert _call(server, "POST", "/audiences", json={"text": "risk.level = 'HIGH'"}).json()["total"] >= 1
+    unflagged = _call(server, "POST", "/audiences", json={"text": "risk.level != 'HIGH'"}).json()["total"]
+    everyone = _call(server, "POST", "/audiences", json={"text": "risk.level = 'NONE' OR risk.level != 'NONE'"}).json()["total"]
+    high = _call(server, "POST", "/audiences", json={"text": "risk.level = 'HIGH'"}).json()["total"]
+    assert unflagged + high == everyone  # customers without a flag are NONE, not NULL
     for bad in ({"type": "nope"}, {"level": "SEVERE"}, {"limit": 0}):
         assert _call(server, "GET", "/risk", params=bad).status_code in (400, 422)
 

@@ -428,7 +428,6 @@ def test_a_result_cache_hit_skips_all_model_work(tmp_path: Path) -> None:
     import pyarrow as pa
 
     from shoplens.config import Config
-    from shoplens.text import rows
     from shoplens.text.rows import SOURCE, TextRows
 
     cfg = Config.model_validate({"text": {"cache": str(tmp_path / "cache.sqlite")}})
@@ -468,8 +467,8 @@ def test_two_shops_in_one_process_keep_their_own_caches(tmp_path: Path) -> None:
     import pyarrow as pa
 
     from shoplens.config import Config
-    from shoplens.text.rows import SOURCE, TextRows
     from shoplens.text.embed import text_key
+    from shoplens.text.rows import SOURCE, TextRows
 
     def batch(texts: list[str]) -> pa.Table:
         return pa.table({"text_id": [f"t{i}" for i in range(len(texts))], "customer_id": ["c1"] * len(texts),

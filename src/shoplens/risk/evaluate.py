@@ -53,7 +53,8 @@ def _shop(folder: Path, customers: int, seed: int) -> tuple[pd.DataFrame, pd.Dat
         flags = store.con.execute(f"SELECT customer_id, type, level, score FROM {snap.schema}.risk_flags").df()
         data = inputs(DuckDBEngine(store), snap)
         f = store.con.execute(f"SELECT * FROM {snap.schema}.customer_features").df()
-    features = f.merge(data["features"][["customer_id", "units_per_line", "views_per_session"]], on="customer_id")
+    features = f.merge(data["features"][["customer_id", "units_per_line", "views_per_session"]], on="customer_id",
+                       how="left", sort=True)
     return flags, truth, features
 
 
@@ -62,7 +63,9 @@ def isolation_forest(features: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray,
     from sklearn.ensemble import IsolationForest
 
     x = features.select_dtypes("number").fillna(0.0).to_numpy(dtype=float)
-    model = IsolationForest(contamination="auto", random_state=seed).fit(x)
+    # fitted on the rows in an order set by their values: its draws depend on positions,
+    # and the pseudonyms (hence any id order) differ with each shop's key
+    model = IsolationForest(contamination="auto", random_state=seed).fit(x[np.lexsort(x.T[::-1])])
     return model.predict(x) == -1, -model.score_samples(x)
 
 

@@ -47,7 +47,7 @@ FLAT_FIELDS: dict[str, str] = {
     # mean polarity (-1..1) of the customer's mentions of each default aspect (rules/aspects.toml)
     **{f"aspect.{a}": "number" for a in ("quality", "price", "logistics", "service", "packaging", "appearance",
                                           "function", "size")},
-    # the highest risk level (LOW / MEDIUM / HIGH, none: NULL) and each flag type's
+    # the highest risk level (HIGH / MEDIUM / LOW, NONE without a flag) and each flag type's
     "risk.level": "text", **{f"risk.{t}": "text" for t in RISK_TYPES},
 }
 # what exports leave out: risk flags are for a person to review, not for activation
@@ -79,6 +79,8 @@ def _flat_row(row: dict[str, Any], as_of_year: int) -> tuple[Any, ...]:
             v = row.get(f.replace(".", "_"))
         if isinstance(v, float) and v != v:
             v = None
+        if v is None and f.startswith("risk."):  # a value, not NULL: "risk.level != 'HIGH'" keeps the unflagged
+            v = "NONE"
         values.append(v)
     return tuple(values)
 
