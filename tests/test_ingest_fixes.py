@@ -58,7 +58,9 @@ def test_demo_store_holds_no_raw_customer_id_in_any_column(tmp_path: Path, store
     generate(folder, customers=60, seed=1)
     with open(folder / "customers.csv", encoding="gb18030") as fh:
         raw_ids = [row["customer_id"] for row in csv.DictReader(fh)]
-    assert len(raw_ids) == 60
+    with open(folder / "risk_truth.csv", encoding="utf-8") as fh:
+        planted = {row["customer_id"] for row in csv.DictReader(fh)}
+    assert len(raw_ids) == 60 + len(planted) and planted <= set(raw_ids)
     cfg = load_config(folder / "shoplens.toml")
     st = store_for(cfg)
     results = by_table(ingest(cfg, st))
@@ -121,7 +123,7 @@ def test_erased_customer_is_not_brought_back_by_the_next_ingest(tmp_path: Path, 
     gone = keys.pseudonym("C002")
     # what erasure does: the keyed subject hash on the suppression list, the rows deleted
     st.con.execute("INSERT INTO erased_subjects VALUES (?, now())", [keys.subject_hash(gone)])
-    for t in ("orders", "texts", "vault_customer_pii", "customers"):
+    for t in ("orders", "texts", "vault_customer_pii", "customer_links", "customers"):
         st.con.execute(f"DELETE FROM {t} WHERE customer_id = ?", [gone])
     st.con.execute("DELETE FROM vault_text_raw WHERE text_id = 'T1'")
     # the shop exports again: a changed customers file, new orders of the erased customer

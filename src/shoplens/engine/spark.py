@@ -95,7 +95,7 @@ class SparkEngine:
             for old in folder.glob("*.parquet"):
                 old.unlink()
             tmp = path.with_suffix(".tmp")
-            self.con.execute(f"COPY (SELECT COLUMNS(c -> c NOT IN ('_ingest_id', '_line', '_row_hash')) FROM {name}) "
+            self.con.execute(f"COPY (SELECT COLUMNS(lambda c: c NOT IN ('_ingest_id', '_line', '_row_hash')) FROM {name}) "
                              f"TO {lit(str(tmp))} (FORMAT parquet)")
             tmp.rename(path)
         return path

@@ -62,7 +62,7 @@ def return_abuse(orders: pd.DataFrame, lines: pd.DataFrame, rules: dict[str, Any
     wardrobe = set(r.get("wardrobing_categories", []))
     worn = lines.assign(w=lines["top_category"].isin(wardrobe) | lines["above_median"]).groupby("order_id")["w"].any()
     d = done.assign(ret=returned, value=np.where(returned, done["amount"], 0.0),
-                    worn=returned & done["order_id"].map(worn).fillna(False).astype(bool))
+                    worn=returned & done["order_id"].map(worn).astype("boolean").fillna(False).astype(bool))
     per = d.groupby("customer_id").agg(orders=("ret", "size"), returned=("ret", "sum"), value=("value", "sum"),
                                        worn=("worn", "sum"))
     p = stats.binom.sf(per["returned"].to_numpy() - 1, per["orders"].to_numpy(), max(base, 1e-9))

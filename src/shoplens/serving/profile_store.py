@@ -73,6 +73,7 @@ class _Fmt(dict[str, Any]):
 def _flat_row(row: dict[str, Any], as_of_year: int) -> tuple[Any, ...]:
     values = []
     for f in FLAT_FIELDS:
+        v: Any
         if f == "age":
             v = None if row.get("birth_year") is None else as_of_year - int(row["birth_year"])
         else:
