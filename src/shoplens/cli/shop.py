@@ -233,6 +233,10 @@ def _print_profile(doc: dict[str, Any]) -> None:
         row("评价 words", f"{text['n_texts']} 条 texts, 平均评分 mean rating {text.get('mean_rating') or '-'}, "
             f"情感 sentiment {sentiment.get('mean', '-')}")
     row("标签 tags", ", ".join(f"{g['tag']} ({g['reason']})" for g in doc.get("tags") or []))
+    for flag in doc.get("risk_flags") or []:  # for a person to review (docs/risk.md)
+        if flag["level"] != "LOW":
+            facts = "; ".join(f["description_zh"] for f in flag["facts"])
+            row(f"风险 risk ({flag['type']})", f"{flag['level']} {flag['recommendation']}: {facts}")
     console.print(t)
     console.print(f"[dim]snapshot {doc['provenance']['snapshot_id']}, as of {doc['provenance']['as_of']}; "
                   "--json prints the whole document[/]", soft_wrap=True)
