@@ -19,6 +19,7 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -130,11 +131,7 @@ class Keys:
 
     def link_hash_array(self, arr: pa.Array | pa.ChunkedArray) -> pa.Array:
         """``link_hash`` over a column, hashing each distinct value once."""
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        uniq = pc.unique(arr)
-        mapped = pa.array([None if v is None else self.link_hash(v) for v in uniq.to_pylist()], pa.string())
-        return pc.take(mapped, pc.index_in(arr, value_set=uniq))
+        return _each_distinct(arr, self.link_hash)
 
     def fingerprint(self) -> str:
         """A short keyed value that identifies the secret without revealing it, recorded in
@@ -157,11 +154,7 @@ class Keys:
 
     def subject_hash_array(self, arr: pa.Array | pa.ChunkedArray) -> pa.Array:
         """``subject_hash`` over a column of pseudonyms, hashing each distinct value once."""
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        uniq = pc.unique(arr)
-        mapped = pa.array([None if v is None else self.subject_hash(v) for v in uniq.to_pylist()], pa.string())
-        return pc.take(mapped, pc.index_in(arr, value_set=uniq))
+        return _each_distinct(arr, self.subject_hash)
 
     def pseudonym(self, value: str) -> str:
         """Keyed, stable pseudonym of an identifier.
@@ -175,13 +168,7 @@ class Keys:
 
     def pseudonymise_array(self, arr: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Pseudonymise a string column, hashing each distinct value once."""
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        uniq = pc.unique(arr)
-        mapped = pa.array(
-            [None if v is None else self.pseudonym(v) for v in uniq.to_pylist()], pa.string()
-        )
-        return pc.take(mapped, pc.index_in(arr, value_set=uniq))
+        return _each_distinct(arr, self.pseudonym)
 
     def encrypt_array(self, arr: pa.Array | pa.ChunkedArray) -> pa.Array:
         values = arr.to_pylist()
@@ -192,6 +179,15 @@ class Keys:
 
     def decrypt(self, token: str) -> str:
         return self.fernet.decrypt(token.encode()).decode("utf-8")
+
+
+def _each_distinct(arr: pa.Array | pa.ChunkedArray, fn: Callable[[str], str]) -> pa.Array:
+    """``fn`` over a string column, called once per distinct value (NULL stays NULL)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    uniq = pc.unique(arr)
+    mapped = pa.array([None if v is None else fn(v) for v in uniq.to_pylist()], pa.string())
+    return pc.take(mapped, pc.index_in(arr, value_set=uniq))
 
 
 def load_keys(key_env: str, key_file: Path, create: bool = False) -> Keys:
