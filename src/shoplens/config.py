@@ -189,6 +189,7 @@ class InsightConfig(_Strict):
     baseline_weeks: int = Field(default=26, ge=2)  # a week is compared with the product's weeks before it
     prior_texts: float = Field(default=10.0, ge=0)  # the category's complaint share counts as this many reviews
     group_similarity: float = Field(default=0.5, gt=0, le=1)  # complaints this alike (n-gram cosine) are one group
+    demand_weeks: int = Field(default=8, ge=1, le=26)  # weeks of demand forecast per segment x category
 
 
 class RiskConfig(_Strict):

@@ -1,5 +1,6 @@
-"""``shoplens insight products|aspects|alerts|segments`` (read from the published serving
-file) and ``shoplens evaluate insight`` (planted complaint spikes over several seeds)."""
+"""``shoplens insight products|aspects|alerts|segments|demand`` (read from the published
+serving file) and ``shoplens evaluate insight`` (planted complaint spikes over several
+seeds, demand backtests on the demo and CDNOW)."""
 
 from __future__ import annotations
 
@@ -140,9 +141,34 @@ def insight_segments(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = Fals
     _wide(t)
 
 
+@insight_app.command("demand")
+def insight_demand(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    segment: Annotated[str | None, typer.Option(help="One segment (id or name).")] = None,
+    category: Annotated[str | None, typer.Option(help="One top-level category.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Weekly units and revenue ahead per segment x category: time series (with 80%
+    interval) beside bottom-up from the customers, and how far they disagree."""
+    from shoplens.serving import insight
+
+    rows = insight.demand(_db(config), segment, category)
+    if as_json:
+        print(json.dumps({"demand": rows}, ensure_ascii=False, indent=2))
+        return
+    t = Table(title="需求预测 demand by segment x category (units per week)")
+    for col in ("segment", "category", "week", "time series (80%)", "bottom-up", "disagreement", "revenue", "model"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(escape(str(r["segment"])), r["category"], r["week"],
+                  f"{r['units']:,.1f} ({r['units_lo_80']:,.1f}-{r['units_hi_80']:,.1f})", f"{r['units_bottom_up']:,.1f}",
+                  f"{r['disagreement']:+.0%}", f"{r['revenue']:,.0f}", r["model"])
+    _wide(t)
+
+
 @evaluate_app.command("insight")
 def evaluate_insight(
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds of the generated shops.")] = "1,2,3",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds of the generated shops.")] = "1,2,3,4,5",
     customers: Annotated[int, typer.Option(min=200, help="Ordinary customers per shop.")] = 1500,
     as_json: JsonOpt = False,
 ) -> None:
@@ -165,3 +191,11 @@ def evaluate_insight(
         t.add_row(str(r["seed"]), str(r["planted"]), str(r["alerts"]), str(r["found"]), _pct(r["precision"]),
                   _pct(r["precision_product_week"]), _pct(r["recall"]))
     _wide(t)
+    d = Table(title="total weekly demand, 8 weeks ahead, 4 rolling origins: MASE / WAPE (lower is better)")
+    d.add_column("data")
+    methods = ("time_series", "bottom_up", "naive", "seasonal_naive")
+    for m in methods:
+        d.add_column(m, justify="right")
+    for name, res in (("demo (mean over seeds)", out["demand"]["demo"]), ("CDNOW (23,570 customers)", out["demand"]["cdnow"])):
+        d.add_row(name, *(f"{res[m]['mase']:.3f} / {res[m]['wape']:.3f}" if m in res else "-" for m in methods))
+    _wide(d)

@@ -236,7 +236,7 @@ def generate(folder: str | Path, customers: int = 2000, seed: int = 42, risk: bo
                       {"zh_pos": zh_pos, "en_pos": en_pos})
         _write_csv(out / "risk_truth.csv", truth)
     spikes = plant_spikes(np.random.default_rng(seed + 3), seed, START, END, cust_rows[:customers], products, text_rows,
-                          zh_neg, en_neg, max(3, customers // 400))
+                          zh_neg, en_neg, max(3, customers // 250))
     _write_csv(out / "insight_truth.csv", spikes)
     # customers: GB18030, as Chinese back-office exports often are
     with open(out / "customers.csv", "w", encoding="gb18030", newline="") as fh:

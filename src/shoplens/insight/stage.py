@@ -54,7 +54,7 @@ class InsightStage(BaseStage):
         return None if cfg.insight.enabled else "disabled in [insight]"
 
     def settings(self, cfg: Config, snapshot: Snapshot) -> dict[str, Any]:
-        return cfg.insight.model_dump(exclude={"enabled"}) | {"as_of": snapshot.as_of}
+        return cfg.insight.model_dump(exclude={"enabled", "demand_weeks"}) | {"as_of": snapshot.as_of}
 
     def run(self, ctx: BuildContext) -> StageReport:
         ic = ctx.cfg.insight
@@ -71,6 +71,72 @@ class InsightStage(BaseStage):
         ctx.write(self.makes[3], _arrow(segment_aspects(data, as_of, ic.period_days, ic.min_customers), SEGMENT_ASPECTS))
         ranked = table[table["fix_rank"].notna()]
         return StageReport(summary={"fix_first": int(len(ranked)), "alerts": int(len(found))})
+
+
+DEMAND = pa.schema([("segment_id", pa.int32()), ("segment", _S), ("category", _S), ("week", _T), ("units", _D),
+                    ("units_lo_80", _D), ("units_hi_80", _D), ("units_lo_95", _D), ("units_hi_95", _D), ("revenue", _D),
+                    ("units_bottom_up", _D), ("revenue_bottom_up", _D), ("model", _S), ("disagreement", _D)])
+
+
+class DemandStage(BaseStage):
+    """Weekly units and revenue per segment x category for the next ``demand_weeks``:
+    statsforecast per series and BG/NBD bottom-up, with their disagreement
+    (``insight.demand``)."""
+
+    name = "demand"
+    version = 1
+    needs = ("orders", "order_items", "products", "customer_segments", "segments")
+    makes = (TableSpec("demand_forecast", DEMAND, ("segment_id", "category", "week")),)
+
+    def skip_reason(self, cfg: Config) -> str | None:
+        return None if cfg.insight.enabled else "disabled in [insight]"
+
+    def settings(self, cfg: Config, snapshot: Snapshot) -> dict[str, Any]:
+        return {"weeks": cfg.insight.demand_weeks, "as_of": snapshot.as_of}
+
+    def run(self, ctx: BuildContext) -> StageReport:
+        from shoplens.insight.demand import bottom_up_by, ts_forecast, weekly
+
+        engine, snap, h = ctx.engine, ctx.snapshot, ctx.cfg.insight.demand_weeks
+        o, it, p = engine.table("orders"), engine.table("order_items"), engine.table("products")
+        orders = engine.collect(o.filter(o.status != "cancelled").select("order_id", "customer_id", ts=o.order_ts)).to_pandas()
+        lines = engine.collect(it.join(p, it.product_id == p.product_id).select(
+            it.order_id, p.category, units=it.quantity.cast("float64"),
+            revenue=(it.unit_price * it.quantity - it.discount).cast("float64"))).to_pandas()
+        seg = engine.table("customer_segments", snap)
+        groups = engine.collect(seg.join(engine.table("segments", snap).select("segment_id", "name"), "segment_id")
+                                .select("customer_id", "segment_id", "name")).to_pandas()
+        if orders.empty or groups.empty:
+            ctx.write(self.makes[0], _arrow(pd.DataFrame(), DEMAND))
+            return StageReport(skipped={"demand": "no segmented customers with orders"})
+        lines["category"] = aspects.top_category(lines["category"])
+        origin = pd.Timestamp(ctx.snapshot.cutoff).to_period("W-SUN").start_time  # the last whole week ends before it
+        start = orders["ts"].min().to_period("W-SUN").start_time
+        keys = groups.assign(group=groups["segment_id"].astype(str))[["customer_id", "group"]]
+        hist = lines.merge(orders, on="order_id").merge(keys, on="customer_id")
+        series = weekly(hist, ["group", "category"], start, origin).assign(
+            unique_id=lambda d: d["group"] + "|" + d["category"], ds=lambda d: d["week"])
+        ctx.on_info(f"demand: forecasting {series['unique_id'].nunique():,} segment x category series")
+        units = ts_forecast(series, h, "units")
+        revenue = ts_forecast(series, h, "revenue")[["unique_id", "ds", "y_hat"]].rename(columns={"y_hat": "revenue"})
+        f = units.merge(revenue, on=["unique_id", "ds"], how="left")
+        f[["group", "category"]] = f["unique_id"].str.split("|", n=1, expand=True)
+        f["k"] = f.groupby("unique_id").cumcount() + 1
+        bu = bottom_up_by(orders, lines, keys, origin, h).rename(columns={"week": "k", "units": "units_bottom_up",
+                                                                          "revenue": "revenue_bottom_up"})
+        f = f.merge(bu, on=["group", "category", "k"], how="left")
+        f[["units_bottom_up", "revenue_bottom_up"]] = f[["units_bottom_up", "revenue_bottom_up"]].fillna(0.0)
+        top = f[["y_hat", "units_bottom_up"]].max(axis=1)
+        f["disagreement"] = ((f["y_hat"] - f["units_bottom_up"]) / top.where(top > 0)).fillna(0.0)
+        names = groups.drop_duplicates("segment_id").set_index(groups.drop_duplicates("segment_id")["segment_id"].astype(str))
+        out = pd.DataFrame({"segment_id": f["group"].astype(int).astype(np.int32), "segment": f["group"].map(names["name"]),
+                            "category": f["category"], "week": f["ds"], "units": f["y_hat"],
+                            "units_lo_80": f["lo_80"], "units_hi_80": f["hi_80"], "units_lo_95": f["lo_95"],
+                            "units_hi_95": f["hi_95"], "revenue": f["revenue"], "units_bottom_up": f["units_bottom_up"],
+                            "revenue_bottom_up": f["revenue_bottom_up"], "model": f["model"],
+                            "disagreement": f["disagreement"]})
+        ctx.write(self.makes[0], _arrow(out.sort_values(["segment_id", "category", "week"], ignore_index=True), DEMAND))
+        return StageReport(summary={"series": int(series["unique_id"].nunique()), "weeks": h})
 
 
 def inputs(engine: Any, snap: Snapshot) -> dict[str, pd.DataFrame]:

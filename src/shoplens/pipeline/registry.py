@@ -16,13 +16,14 @@ def register(stage: Stage) -> None:
 def default_stages() -> list[Stage]:
     from shoplens.consent import ConsentStage
     from shoplens.features.stage import CustomersStage, FeaturesStage
-    from shoplens.insight.stage import InsightStage
+    from shoplens.insight.stage import DemandStage, InsightStage
     from shoplens.models.stages import PredictionsStage, SegmentsStage
     from shoplens.recommend.stage import RecommendStage
     from shoplens.risk.stage import RiskStage
     from shoplens.text.stage import TextStage
 
     core: list[Stage] = [ConsentStage(), CustomersStage(), FeaturesStage(), TextStage(), PredictionsStage(),
-                         SegmentsStage(), RecommendStage(), RiskStage(), InsightStage()]
+                         SegmentsStage(), RecommendStage(), RiskStage(), InsightStage(),
+                         DemandStage()]
     names = {s.name for s in _EXTRA}
     return [s for s in core if s.name not in names] + list(_EXTRA)

@@ -26,6 +26,9 @@ TABLES = {
                      "customers INTEGER, texts INTEGER, share REAL, baseline_share REAL, p_value REAL, q_value REAL",
     "segment_aspects": "segment_id INTEGER, segment TEXT, aspect TEXT, customers INTEGER, complainers INTEGER, "
                        "complainer_share REAL, mean_polarity REAL, clv_at_stake REAL, shown INTEGER",
+    "demand_forecast": "segment_id INTEGER, segment TEXT, category TEXT, week TEXT, units REAL, units_lo_80 REAL, "
+                       "units_hi_80 REAL, units_lo_95 REAL, units_hi_95 REAL, revenue REAL, units_bottom_up REAL, "
+                       "revenue_bottom_up REAL, model TEXT, disagreement REAL",
 }
 
 
@@ -100,8 +103,24 @@ def segments(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return _query(db, "SELECT * FROM segment_aspects ORDER BY segment_id, aspect", [])
 
 
+def demand(db: sqlite3.Connection, segment: str | None = None, category: str | None = None) -> list[dict[str, Any]]:
+    """Weekly units and revenue per segment x category ahead, both sides and intervals."""
+    where, params = "1 = 1", list[Any]()
+    if (seg := _text(segment, "segment")) is not None:
+        where += " AND (segment = ? OR CAST(segment_id AS TEXT) = ?)"
+        params += [seg, seg]
+    if (cat := _text(category, "category")) is not None:
+        where += " AND category = ?"
+        params.append(cat)
+    rows = _query(db, f"SELECT * FROM demand_forecast WHERE {where} ORDER BY segment_id, category, week LIMIT ?",
+                  [*params, MAX_ROWS * 10])
+    for r in rows:
+        r["week"] = str(r["week"])[:10]
+    return rows
+
+
 def add_routes(app: Any, reader: Any, principal: Any) -> None:
-    """``GET /insight/products|aspects|alerts|segments`` (analyst and admin keys)."""
+    """``GET /insight/products|aspects|alerts|segments|demand`` (analyst and admin keys)."""
     from shoplens.serving.access import require_role
 
     def allowed(request: Request, key: str | None) -> sqlite3.Connection:
@@ -128,6 +147,14 @@ def add_routes(app: Any, reader: Any, principal: Any) -> None:
                        x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
         return {"alerts": alerts(allowed(request, x_api_key), limit)}
 
+    @app.get("/insight/demand")
+    def insight_demand(request: Request, segment: str | None = Query(default=None, max_length=200),
+                       category: str | None = Query(default=None, max_length=200),
+                       x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+        """Weekly units and revenue ahead per segment x category: the time-series forecast
+        with 80%/95% intervals, the bottom-up one, and their disagreement."""
+        return {"demand": demand(allowed(request, x_api_key), segment, category)}
+
     @app.get("/insight/segments")
     def insight_segments(request: Request, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
         return {"segments": segments(allowed(request, x_api_key))}
@@ -149,4 +176,4 @@ def write_tables(store: Any, db: sqlite3.Connection, snap: int, batch: int = 50_
     db.execute("CREATE INDEX aspect_insight_rank ON aspect_insight (level, fix_rank)")
 
 
-__all__ = ["TABLES", "add_routes", "alerts", "aspect_figures", "fix_first", "segments", "write_tables"]
+__all__ = ["TABLES", "add_routes", "alerts", "aspect_figures", "demand", "fix_first", "segments", "write_tables"]
