@@ -101,20 +101,25 @@ def test_unchanged_rerun_reuses_every_stage_and_a_changed_setting_reruns_only_wh
     # recommend reads the segments (their popular lists) and the predictions (CLV, churn)
     _edit(shop, "recommend", "candidates = 50")
     assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "reused",
-                              "predictions": "reused", "segments": "reused", "recommend": "ran", "risk": "reused"}
+                              "predictions": "reused", "segments": "reused", "recommend": "ran", "risk": "reused",
+                              "insight": "reused", "demand": "reused"}
     _edit(shop, "segments", "k_max = 5")
     assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "reused",
-                              "predictions": "reused", "segments": "ran", "recommend": "ran", "risk": "reused"}
+                              "predictions": "reused", "segments": "ran", "recommend": "ran", "risk": "reused",
+                              "insight": "ran", "demand": "ran"}
     _edit(shop, "predictions", "horizon_days = 60")
     assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "reused",
-                              "predictions": "ran", "segments": "ran", "recommend": "ran", "risk": "reused"}
+                              "predictions": "ran", "segments": "ran", "recommend": "ran", "risk": "reused",
+                              "insight": "ran", "demand": "ran"}
     _edit(shop, "text", "n_keywords = 4")
     assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "ran",
-                              "predictions": "ran", "segments": "ran", "recommend": "ran", "risk": "ran"}
+                              "predictions": "ran", "segments": "ran", "recommend": "ran", "risk": "ran",
+                              "insight": "ran", "demand": "ran"}
     # switching a stage off changes what its readers see: they re-run, never reuse
     _edit(shop, "text", "enabled = false")
     assert _actions(shop) == {"consent": "reused", "customers": "reused", "features": "reused", "text": "skipped",
-                              "predictions": "ran", "segments": "ran", "recommend": "ran", "risk": "ran"}
+                              "predictions": "ran", "segments": "ran", "recommend": "ran", "risk": "ran",
+                              "insight": "ran", "demand": "ran"}
 
 
 def test_plan_says_why_each_stage_runs(shop: Path) -> None:

@@ -198,7 +198,9 @@ def test_whole_build_on_spark_equals_duckdb(demo_shop: Summary, spark: object, t
         for table, key in (("customers", ["customer_id"]), ("customer_features", ["customer_id"]),
                            ("customer_category_shares", ["customer_id", "category"]),
                            ("text_analysis", ["text_id"]), ("text_aspects", ["text_id", "aspect", "span_start"]),
-                           ("customer_text_features", ["customer_id"]), ("risk_flags", ["customer_id", "type"])):
+                           ("customer_text_features", ["customer_id"]), ("risk_flags", ["customer_id", "type"]),
+                           ("aspect_insight", ["level", "key", "aspect"]),
+                           ("demand_forecast", ["segment_id", "category", "week"])):
             x, y = _frame(st, a, table, key), _frame(st, b, table, key)
             assert len(x) == len(y) > 0, table
             if table == "customer_features":
