@@ -17,9 +17,8 @@ from servers import demo_server
 from typer.testing import CliRunner
 
 from shoplens.cli import app
-from shoplens.config import load_config
 from shoplens.jobs import Summary
-from shoplens.privacy import Keys, keys_for, link_sql
+from shoplens.privacy import Keys, link_sql
 from shoplens.profile_schema import RiskFlag
 from shoplens.risk.stage import TYPES
 
@@ -51,25 +50,6 @@ def test_identifiers_are_kept_only_as_link_hashes(demo_shop: Summary) -> None:
     raw = (folder / "shoplens.duckdb").read_bytes()
     for value in orders["device_id"].dropna().unique()[:50].tolist() + orders["payment_ref"].dropna().unique()[:50].tolist():
         assert value.encode() not in raw
-
-
-def test_planted_patterns_are_found(demo_shop: Summary) -> None:
-    """Seed 7 (the session's demo): the rules were set looking at seed 42 only."""
-    folder = demo_shop.folder
-    keys = keys_for(load_config(folder / "shoplens.toml"))
-    truth = pd.read_csv(folder / "risk_truth.csv")
-    truth["customer_id"] = truth["customer_id"].map(keys.pseudonym)
-    con, snap = _current(folder)
-    flags = con.execute(f"SELECT customer_id, type, level FROM snap_{snap}.risk_flags WHERE level <> 'LOW'").df()
-    # flags exist for customers with a profile (profiling consent), as every profile slot
-    profiled = {r[0] for r in con.execute(f"SELECT customer_id FROM snap_{snap}.customer_features").fetchall()}
-    con.close()
-    for kind in TYPES:
-        t = set(truth.loc[truth["pattern"] == kind, "customer_id"]) & profiled
-        f = set(flags.loc[flags["type"] == kind, "customer_id"])
-        assert t, kind
-        assert len(t & f) / len(f) >= 0.8, (kind, len(t & f), len(f))
-        assert len(t & f) / len(t) >= 0.7, (kind, len(t & f), len(t))
 
 
 # ---- served: profile, audience, queue, decisions, erasure ---------------------------------
@@ -151,6 +131,16 @@ def test_decisions_are_labels_and_erasure_leaves_none(server: dict) -> None:
     assert tuned.exit_code == 0 and first["type"] in tuned.output, tuned.output
     listed = CliRunner().invoke(app, ["risk", "-c", cfg, "--json", "--include-decided", "--limit", "1000"])
     assert listed.exit_code == 0 and first["customer_id"] in listed.output
+    # a customer who withdraws profiling since the build is in no queue
+    other = second["customer_id"]
+    assert _call(server, "POST", f"/profiles/{other}/consent", "admin",
+                 json={"purpose": "profiling", "status": "withdrawn", "source": "test"}).status_code == 200
+    assert _call(server, "GET", f"/profiles/{other}/risk").status_code == 404
+    shown = _call(server, "GET", "/risk", params={"limit": 1000, "include_decided": True}).json()["flags"]
+    assert other not in {f["customer_id"] for f in shown}
+    assert all(other not in f.get("linked_with", []) for f in shown)
+    again = CliRunner().invoke(app, ["risk", "-c", cfg, "--json", "--include-decided", "--limit", "1000"])
+    assert other not in again.output
     # erasure: the customer's flags, decisions and links go; nobody else's facts named them
     cid = first["customer_id"]
     assert _call(server, "DELETE", f"/admin/customers/{cid}", "admin").status_code == 200
@@ -165,10 +155,17 @@ def test_decisions_are_labels_and_erasure_leaves_none(server: dict) -> None:
     assert _call(server, "GET", f"/profiles/{cid}/risk").status_code == 404
 
 
-def test_evaluate_risk_prints_both_methods(tmp_path: Path) -> None:
-    r = CliRunner().invoke(app, ["evaluate", "risk", "--seeds", "11", "--customers", "200", "--json"])
+def test_planted_patterns_are_found_better_than_the_baseline() -> None:
+    """``shoplens evaluate risk`` on seed 5 (the rules were set looking at seed 42 only):
+    every type at precision >= 0.8 and recall >= 0.7, above IsolationForest."""
+    r = CliRunner().invoke(app, ["evaluate", "risk", "--seeds", "5", "--customers", "1000", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{"):])
-    methods = {(row["type"], row["method"]) for row in out["summary"]}
-    assert {(t, m) for t in TYPES for m in ("shoplens", "isolation_forest")} == methods
+    rows = {(row["type"], row["method"]): row for row in out["summary"]}
+    assert {t for t, _m in rows} == set(TYPES)
+    for kind in TYPES:
+        ours, base = rows[(kind, "shoplens")], rows[(kind, "isolation_forest")]
+        assert ours["truth"] >= 3, kind
+        assert ours["precision"] >= 0.8 and ours["recall"] >= 0.7, (kind, ours)
+        assert ours["precision"] > (base["precision"] or 0) and ours["roc_auc"] > base["roc_auc"], (kind, ours, base)
     assert out["shuttle"] is None or out["shuttle"]["rows"] == 49097

@@ -161,8 +161,9 @@ def insight_demand(
         t.add_column(col)
     for r in rows:
         t.add_row(escape(str(r["segment"])), r["category"], r["week"],
-                  f"{r['units']:,.1f} ({r['units_lo_80']:,.1f}-{r['units_hi_80']:,.1f})", f"{r['units_bottom_up']:,.1f}",
-                  f"{r['disagreement']:+.0%}", f"{r['revenue']:,.0f}", r["model"])
+                  f"{r['units']:,.1f} ({r['units_lo_80']:,.1f}-{r['units_hi_80']:,.1f})",
+                  "-" if r["units_bottom_up"] is None else f"{r['units_bottom_up']:,.1f}",
+                  "-" if r["disagreement"] is None else f"{r['disagreement']:+.0%}", f"{r['revenue']:,.0f}", r["model"])
     _wide(t)
 
 

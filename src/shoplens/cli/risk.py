@@ -43,12 +43,14 @@ def risk_queue(
     """The review queue: MEDIUM and HIGH flags, most severe first, with their facts."""
     if ctx.invoked_subcommand is not None:
         return
+    from shoplens.consent import Ledger, withdrew_profiling
     from shoplens.serving import risk
     from shoplens.serving.reader import ProfileReader
 
     cfg = _load(config)
     decided = None if include_decided else risk.latest(cfg.store_path)
-    flags = risk.queue(ProfileReader(cfg.store_path).db(), flag_type, level, limit, decided)
+    reader, ledger = ProfileReader(cfg.store_path), Ledger(cfg.store_path)
+    flags = risk.queue(reader.db(), flag_type, level, limit, decided, lambda cid: withdrew_profiling(ledger, reader, cid))
     if as_json:
         print(json.dumps({"notice": risk.NOTICE, "flags": flags}, ensure_ascii=False, indent=2))
         return

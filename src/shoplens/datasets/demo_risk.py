@@ -203,11 +203,12 @@ class Planter:
 
 def plant(rng: np.random.Generator, seed: int, end: datetime, customers: int, products: list[dict[str, Any]],
           cat_products: dict[str, list[int]], rows: dict[str, list[Any]], texts: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
-    """Add every pattern, sized to the shop (about 4% of accounts in all); returns the truth."""
+    """Add every pattern, sized to the shop (about 5% of accounts in all, at least one of
+    each); returns the truth."""
     p = Planter(rng, seed, end, products, cat_products, rows, texts)
-    p.return_abusers(max(5, customers // 80))
-    p.coupon_farms(max(2, customers // 400))
-    p.linked_rings(max(2, customers // 400))
-    p.review_rings(max(2, customers // 400))
-    p.unusual(max(6, customers // 120))
+    p.return_abusers(max(2, customers // 80))
+    p.coupon_farms(max(1, customers // 400))
+    p.linked_rings(max(1, customers // 400))
+    p.review_rings(max(1, customers // 400))
+    p.unusual(max(2, customers // 120))
     return p.truth

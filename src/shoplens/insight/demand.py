@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoplens.errors import ModelError
+
 WEEK = "W-MON"  # weeks start on Monday (the period's start_time)
 INTERMITTENT_ADI = 1.32
 
@@ -139,9 +141,13 @@ def backtest(orders: pd.DataFrame, lines: pd.DataFrame, h: int = 8, origins: int
                  "seasonal_naive": hist[cut - season:cut - season + h] if cut >= season else np.repeat(hist[-1], h)}
         ts = ts_forecast(pd.DataFrame({"unique_id": "all", "ds": weeks[:cut], "units": hist}), h)
         preds["time_series"] = ts["y_hat"].to_numpy()
-        bu = bottom_up(orders, origin, h)
-        per_order = all_lines[all_lines["ts"] < origin]["units"].sum() / max(int((orders["ts"] < origin).sum()), 1)
-        preds["bottom_up"] = bu.groupby("week")["expected"].sum().to_numpy() * per_order
+        try:
+            bu = bottom_up(orders, origin, h)
+        except ModelError:  # histories a BG/NBD cannot fit at this origin: scored without it
+            bu = None
+        if bu is not None:
+            per_order = all_lines[all_lines["ts"] < origin]["units"].sum() / max(int((orders["ts"] < origin).sum()), 1)
+            preds["bottom_up"] = bu.groupby("week")["expected"].sum().to_numpy() * per_order
         scale = _mase_scale(hist)
         for m, p in preds.items():
             err = np.abs(actual - p[:len(actual)])

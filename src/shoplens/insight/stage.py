@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from shoplens.config import Config
 from shoplens.engine.base import Snapshot
+from shoplens.errors import ModelError
 from shoplens.insight import alerts, aspects
 from shoplens.pipeline.stage import BaseStage, BuildContext, StageReport, TableSpec
 
@@ -122,12 +123,18 @@ class DemandStage(BaseStage):
         f = units.merge(revenue, on=["unique_id", "ds"], how="left")
         f[["group", "category"]] = f["unique_id"].str.split("|", n=1, expand=True)
         f["k"] = f.groupby("unique_id").cumcount() + 1
-        bu = bottom_up_by(orders, lines, keys, origin, h).rename(columns={"week": "k", "units": "units_bottom_up",
-                                                                          "revenue": "revenue_bottom_up"})
-        f = f.merge(bu, on=["group", "category", "k"], how="left")
-        f[["units_bottom_up", "revenue_bottom_up"]] = f[["units_bottom_up", "revenue_bottom_up"]].fillna(0.0)
+        skipped = {}
+        try:
+            bu = bottom_up_by(orders, lines, keys, origin, h).rename(
+                columns={"week": "k", "units": "units_bottom_up", "revenue": "revenue_bottom_up"})
+            f = f.merge(bu, on=["group", "category", "k"], how="left")
+            f[["units_bottom_up", "revenue_bottom_up"]] = f[["units_bottom_up", "revenue_bottom_up"]].fillna(0.0)
+        except ModelError as err:  # histories a BG/NBD cannot fit: the time series alone, said so
+            f["units_bottom_up"] = f["revenue_bottom_up"] = np.nan
+            skipped["demand_bottom_up"] = str(err)
         top = f[["y_hat", "units_bottom_up"]].max(axis=1)
-        f["disagreement"] = ((f["y_hat"] - f["units_bottom_up"]) / top.where(top > 0)).fillna(0.0)
+        f["disagreement"] = ((f["y_hat"] - f["units_bottom_up"]) / top.where(top > 0)).fillna(0.0).where(
+            f["units_bottom_up"].notna())
         names = groups.drop_duplicates("segment_id").set_index(groups.drop_duplicates("segment_id")["segment_id"].astype(str))
         out = pd.DataFrame({"segment_id": f["group"].astype(int).astype(np.int32), "segment": f["group"].map(names["name"]),
                             "category": f["category"], "week": f["ds"], "units": f["y_hat"],
@@ -136,7 +143,7 @@ class DemandStage(BaseStage):
                             "revenue_bottom_up": f["revenue_bottom_up"], "model": f["model"],
                             "disagreement": f["disagreement"]})
         ctx.write(self.makes[0], _arrow(out.sort_values(["segment_id", "category", "week"], ignore_index=True), DEMAND))
-        return StageReport(summary={"series": int(series["unique_id"].nunique()), "weeks": h})
+        return StageReport(summary={"series": int(series["unique_id"].nunique()), "weeks": h}, skipped=skipped)
 
 
 def inputs(engine: Any, snap: Snapshot) -> dict[str, pd.DataFrame]:

@@ -336,7 +336,7 @@ def create_app(cfg: Config, keys: Keys | None = None) -> FastAPI:
 
     from shoplens.serving import risk
 
-    risk.add_routes(app, reader, principal, resolve, store_path)
+    risk.add_routes(app, reader, principal, resolve, store_path, lambda cid: withdrew_profiling(ledger, reader, cid))
     from shoplens.serving import insight
 
     insight.add_routes(app, reader, principal)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,21 +62,23 @@ def check_type(flag_type: str | None) -> str | None:
 _FLAG = "SELECT customer_id, type, level, recommendation, score, facts, model_version, group_id FROM risk_flags"
 
 
-def _flag(db: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any]:
+def _flag(db: sqlite3.Connection, row: tuple[Any, ...], hidden: Callable[[str], bool] | None = None) -> dict[str, Any]:
     cid, kind, level, rec, score, facts, version, group = row
     out = {"customer_id": cid, "type": kind, "level": level, "recommendation": rec, "score": score,
            "facts": json.loads(facts), "model_version": version}
     if group is not None:  # the accounts linked with this one, as the serving file holds them now
         out["linked_with"] = [r[0] for r in db.execute(
             "SELECT customer_id FROM risk_flags WHERE group_id = ? AND customer_id <> ? ORDER BY customer_id LIMIT 50",
-            [group, cid])]
+            [group, cid]) if hidden is None or not hidden(r[0])]
     return out
 
 
 def queue(db: sqlite3.Connection, flag_type: str | None = None, level: str | None = None, limit: int = 100,
-          decided: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
+          decided: dict[tuple[str, str], str] | None = None,
+          hidden: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
     """MEDIUM and HIGH flags (or one ``level``), most severe first; with ``decided``, the
-    flags already decided are left out."""
+    flags already decided are left out; ``hidden``: customers not to show (those who
+    withdrew profiling since the build)."""
     check_type(flag_type)
     levels = QUEUE_LEVELS if level is None else (level.upper(),)
     if not set(levels) <= {"HIGH", "MEDIUM", "LOW"}:
@@ -84,17 +87,17 @@ def queue(db: sqlite3.Connection, flag_type: str | None = None, level: str | Non
     params: list[Any] = [*levels, *([flag_type] if flag_type else [])]
     out = []
     for row in db.execute(f"{_FLAG} WHERE {where} ORDER BY level = 'HIGH' DESC, score DESC, customer_id", params).fetchall():
-        if decided and (row[0], row[1]) in decided:
+        if (decided and (row[0], row[1]) in decided) or (hidden is not None and hidden(row[0])):
             continue
-        out.append(_flag(db, row))
+        out.append(_flag(db, row, hidden))
         if len(out) >= min(limit, MAX_QUEUE):
             break
     return out
 
 
-def flags_of(db: sqlite3.Connection, cid: str) -> list[dict[str, Any]]:
+def flags_of(db: sqlite3.Connection, cid: str, hidden: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
     rows = db.execute(f"{_FLAG} WHERE customer_id = ? ORDER BY level = 'HIGH' DESC, score DESC", [cid]).fetchall()
-    return [_flag(db, r) for r in rows]
+    return [_flag(db, r, hidden) for r in rows]
 
 
 def decide(store_path: Path, db: sqlite3.Connection, cid: str, flag_type: str, decision: str, note: str, who: str,
@@ -147,10 +150,12 @@ def tune(store_path: Path, target: float = 0.8) -> list[dict[str, Any]]:
     return out
 
 
-def add_routes(app: Any, reader: Any, principal: Any, resolve: Any, store_path: Path) -> None:
+def add_routes(app: Any, reader: Any, principal: Any, resolve: Any, store_path: Path,
+               hidden: Callable[[str], bool]) -> None:
     """``GET /risk`` (the queue), ``GET /profiles/{id}/risk`` (a customer's flags and the
     decisions on them) and ``POST /profiles/{id}/risk/decisions``: analysts and admins
-    only (a service key activates audiences; flags are not for activation)."""
+    only (a service key activates audiences; flags are not for activation). ``hidden``:
+    customers who withdrew profiling since the build, shown nowhere."""
     from shoplens.serving.access import require_role
     from shoplens.serving.guard import audit_record
 
@@ -164,7 +169,7 @@ def add_routes(app: Any, reader: Any, principal: Any, resolve: Any, store_path: 
         """MEDIUM and HIGH flags, most severe first, with their facts (decided ones left out)."""
         require_role(principal(request, x_api_key), "admin", "analyst", what=what)
         decided = None if include_decided else latest(store_path)
-        return {"notice": NOTICE, "flags": queue(reader.db(), type, level, limit, decided)}
+        return {"notice": NOTICE, "flags": queue(reader.db(), type, level, limit, decided, hidden)}
 
     @app.get("/profiles/{customer_id}/risk")
     def customer_risk(request: Request, customer_id: str, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
@@ -172,11 +177,11 @@ def add_routes(app: Any, reader: Any, principal: Any, resolve: Any, store_path: 
         who = principal(request, x_api_key)
         require_role(who, "admin", "analyst", what=what)
         cid = resolve(who, customer_id, record)
-        if reader.db().execute("SELECT 1 FROM flat WHERE customer_id = ?", [cid]).fetchone() is None:
+        if reader.db().execute("SELECT 1 FROM flat WHERE customer_id = ?", [cid]).fetchone() is None or hidden(cid):
             raise NotFoundError("customer not found in the current snapshot")
         record.path, record.customer_id = f"/profiles/{cid}/risk", cid
         mine = [d for d in decisions(store_path) if d["customer_id"] == cid]
-        return {"notice": NOTICE, "customer_id": cid, "flags": flags_of(reader.db(), cid), "decisions": mine}
+        return {"notice": NOTICE, "customer_id": cid, "flags": flags_of(reader.db(), cid, hidden), "decisions": mine}
 
     @app.post("/profiles/{customer_id}/risk/decisions")
     def risk_decision(request: Request, customer_id: str, body: DecisionRequest,
@@ -186,6 +191,8 @@ def add_routes(app: Any, reader: Any, principal: Any, resolve: Any, store_path: 
         who = principal(request, x_api_key)
         require_role(who, "admin", "analyst", what=what)
         cid = resolve(who, customer_id, record)
+        if hidden(cid):
+            raise NotFoundError("no such risk flag in the current snapshot")
         out = decide(store_path, reader.db(), cid, body.type, body.decision, body.note, who.name,
                      reader.snapshot_id(fresh=False))
         record.path, record.customer_id = f"/profiles/{cid}/risk/decisions", cid
