@@ -34,6 +34,17 @@ console = Console()
 err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to shoplens.toml.")]
+
+
+def print_wide(table: Table, width: int = 120) -> None:
+    """Print a table at least ``width`` columns wide, also when stdout is a file or a
+    pipe (rich assumes 80 there and would cut names short)."""
+    before = console.width
+    console.width = max(before, width)
+    try:
+        console.print(table)
+    finally:
+        console.width = before
 DEFAULT_CONFIG = Path("shoplens.toml")
 
 

@@ -19,6 +19,7 @@ from shoplens.cli._common import (
     console,
     err_console,
     evaluate_app,
+    print_wide,
 )
 
 insight_app = typer.Typer(help="Product and service insight from reviews and orders (docs/insight.md).",
@@ -35,13 +36,6 @@ def _db(config: Any) -> Any:
 
 def _pct(v: Any) -> str:
     return "-" if v is None else f"{v:.0%}"
-
-
-def _wide(t: Table) -> None:
-    width = console.width
-    console.width = max(width, 120)  # whole names, also when piped to a file
-    console.print(t)
-    console.width = width
 
 
 @insight_app.command("products")
@@ -71,7 +65,7 @@ def insight_products(
                   f"{_pct(r['negative_share'])} ({_pct(r['ci_low'])}-{_pct(r['ci_high'])}), {r['customers']} cust.",
                   _pct(r["category_negative_share"]), f"{_pct(r['return_rate'])} ({_pct(r['category_return_rate'])})",
                   f"{r['revenue_at_risk']:,.0f}", escape(groups))
-    _wide(t)
+    print_wide(t)
     if not rows:
         console.print("nothing stands out: no product's complaints or returns exceed its category's with enough evidence")
 
@@ -100,7 +94,7 @@ def insight_aspects(
         neg = f"{_pct(r['negative_share'])} ({_pct(r['ci_low'])}-{_pct(r['ci_high'])})" if shown else "(too few customers)"
         change = "-" if r["change"] is None else f"{r['change']:+.0%}"
         t.add_row(escape(str(r["name"] or r["key"])), r["aspect"], str(r["mentions"]), str(r["customers"]), neg, change)
-    _wide(t)
+    print_wide(t)
 
 
 @insight_app.command("alerts")
@@ -119,7 +113,7 @@ def insight_alerts(config: ConfigOpt = DEFAULT_CONFIG, limit: Annotated[int, typ
     for r in rows:
         t.add_row(r["week"], escape(f"{r['name']} ({r['product_id']})"), r["aspect"],
                   f"{r['complaints']} / {r['texts']} ({_pct(r['share'])})", _pct(r["baseline_share"]), f"{r['q_value']:.2g}")
-    _wide(t)
+    print_wide(t)
 
 
 @insight_app.command("segments")
@@ -138,7 +132,7 @@ def insight_segments(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = Fals
         if r["shown"]:
             t.add_row(escape(r["segment"]), r["aspect"], str(r["complainers"]), _pct(r["complainer_share"]),
                       f"{r['mean_polarity']:+.2f}", f"{r['clv_at_stake']:,.0f}")
-    _wide(t)
+    print_wide(t)
 
 
 @insight_app.command("demand")
@@ -164,7 +158,7 @@ def insight_demand(
                   f"{r['units']:,.1f} ({r['units_lo_80']:,.1f}-{r['units_hi_80']:,.1f})",
                   "-" if r["units_bottom_up"] is None else f"{r['units_bottom_up']:,.1f}",
                   "-" if r["disagreement"] is None else f"{r['disagreement']:+.0%}", f"{r['revenue']:,.0f}", r["model"])
-    _wide(t)
+    print_wide(t)
 
 
 @evaluate_app.command("insight")
@@ -191,7 +185,7 @@ def evaluate_insight(
     for r in [*out["per_seed"], {"seed": "all", **out["total"]}]:
         t.add_row(str(r["seed"]), str(r["planted"]), str(r["alerts"]), str(r["found"]), _pct(r["precision"]),
                   _pct(r["precision_product_week"]), _pct(r["recall"]))
-    _wide(t)
+    print_wide(t)
     d = Table(title="total weekly demand, 8 weeks ahead, 4 rolling origins: MASE / WAPE (lower is better)")
     d.add_column("data")
     methods = ("time_series", "bottom_up", "naive", "seasonal_naive")
@@ -199,4 +193,4 @@ def evaluate_insight(
         d.add_column(m, justify="right")
     for name, res in (("demo (mean over seeds)", out["demand"]["demo"]), ("CDNOW (23,570 customers)", out["demand"]["cdnow"])):
         d.add_row(name, *(f"{res[m]['mase']:.3f} / {res[m]['wape']:.3f}" if m in res else "-" for m in methods))
-    _wide(d)
+    print_wide(d)

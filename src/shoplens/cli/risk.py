@@ -19,6 +19,7 @@ from shoplens.cli._common import (
     console,
     err_console,
     evaluate_app,
+    print_wide,
 )
 
 risk_app = typer.Typer(help="Risk flags for a person to review (docs/risk.md); never a credit or eligibility decision.",
@@ -136,10 +137,7 @@ def evaluate_risk(
     for r in table.reset_index().itertuples(index=False):
         t.add_row(str(r.type), str(r.method), f"{r.truth:.1f}", f"{r.flagged:.1f}", _num(r.precision), _num(r.recall),
                   f"{r.flagged_share:.1%}", _num(r.roc_auc))
-    width = console.width
-    console.width = max(width, 110)  # whole type names, also when piped to a file
-    console.print(t)
-    console.width = width
+    print_wide(t, 110)
     if real is None:
         console.print("ODDS Shuttle: install 'river>=0.26' (it ships the set) to score the behaviour model on real data")
         return
