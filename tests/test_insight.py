@@ -99,6 +99,7 @@ def test_demo_alerts_find_the_planted_spikes(demo_shop: Summary) -> None:
     result = score(found, pd.read_csv(demo_shop.folder / "insight_truth.csv"))
     assert result["planted"] >= 3 and result["recall"] >= 0.67 and result["precision_product_week"] >= 0.5, result
     assert len(demand) and (demand["units_lo_80"] <= demand["units"]).all() and (demand["units"] <= demand["units_hi_80"]).all()
+    assert (demand["revenue_lo_95"] <= demand["revenue_lo_80"]).all() and (demand["revenue_hi_80"] <= demand["revenue_hi_95"]).all()
     assert set(demand["model"]) <= {"auto_ets", "croston_sba", "mean"}
 
 

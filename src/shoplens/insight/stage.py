@@ -76,6 +76,7 @@ class InsightStage(BaseStage):
 
 DEMAND = pa.schema([("segment_id", pa.int32()), ("segment", _S), ("category", _S), ("week", _T), ("units", _D),
                     ("units_lo_80", _D), ("units_hi_80", _D), ("units_lo_95", _D), ("units_hi_95", _D), ("revenue", _D),
+                    ("revenue_lo_80", _D), ("revenue_hi_80", _D), ("revenue_lo_95", _D), ("revenue_hi_95", _D),
                     ("units_bottom_up", _D), ("revenue_bottom_up", _D), ("model", _S), ("disagreement", _D)])
 
 
@@ -85,7 +86,7 @@ class DemandStage(BaseStage):
     (``insight.demand``)."""
 
     name = "demand"
-    version = 1
+    version = 2  # 2: revenue intervals
     needs = ("orders", "order_items", "products", "customer_segments", "segments")
     makes = (TableSpec("demand_forecast", DEMAND, ("segment_id", "category", "week")),)
 
@@ -119,7 +120,9 @@ class DemandStage(BaseStage):
             unique_id=lambda d: d["group"] + "|" + d["category"], ds=lambda d: d["week"])
         ctx.on_info(f"demand: forecasting {series['unique_id'].nunique():,} segment x category series")
         units = ts_forecast(series, h, "units")
-        revenue = ts_forecast(series, h, "revenue")[["unique_id", "ds", "y_hat"]].rename(columns={"y_hat": "revenue"})
+        revenue = ts_forecast(series, h, "revenue").rename(columns={
+            "y_hat": "revenue", "lo_80": "revenue_lo_80", "hi_80": "revenue_hi_80", "lo_95": "revenue_lo_95",
+            "hi_95": "revenue_hi_95"}).drop(columns=["model"])
         f = units.merge(revenue, on=["unique_id", "ds"], how="left")
         f[["group", "category"]] = f["unique_id"].str.split("|", n=1, expand=True)
         f["k"] = f.groupby("unique_id").cumcount() + 1
@@ -139,7 +142,9 @@ class DemandStage(BaseStage):
         out = pd.DataFrame({"segment_id": f["group"].astype(int).astype(np.int32), "segment": f["group"].map(names["name"]),
                             "category": f["category"], "week": f["ds"], "units": f["y_hat"],
                             "units_lo_80": f["lo_80"], "units_hi_80": f["hi_80"], "units_lo_95": f["lo_95"],
-                            "units_hi_95": f["hi_95"], "revenue": f["revenue"], "units_bottom_up": f["units_bottom_up"],
+                            "units_hi_95": f["hi_95"], "revenue": f["revenue"], "revenue_lo_80": f["revenue_lo_80"],
+                            "revenue_hi_80": f["revenue_hi_80"], "revenue_lo_95": f["revenue_lo_95"],
+                            "revenue_hi_95": f["revenue_hi_95"], "units_bottom_up": f["units_bottom_up"],
                             "revenue_bottom_up": f["revenue_bottom_up"], "model": f["model"],
                             "disagreement": f["disagreement"]})
         ctx.write(self.makes[0], _arrow(out.sort_values(["segment_id", "category", "week"], ignore_index=True), DEMAND))

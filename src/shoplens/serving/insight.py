@@ -27,7 +27,8 @@ TABLES = {
     "segment_aspects": "segment_id INTEGER, segment TEXT, aspect TEXT, customers INTEGER, complainers INTEGER, "
                        "complainer_share REAL, mean_polarity REAL, clv_at_stake REAL, shown INTEGER",
     "demand_forecast": "segment_id INTEGER, segment TEXT, category TEXT, week TEXT, units REAL, units_lo_80 REAL, "
-                       "units_hi_80 REAL, units_lo_95 REAL, units_hi_95 REAL, revenue REAL, units_bottom_up REAL, "
+                       "units_hi_80 REAL, units_lo_95 REAL, units_hi_95 REAL, revenue REAL, revenue_lo_80 REAL, "
+                       "revenue_hi_80 REAL, revenue_lo_95 REAL, revenue_hi_95 REAL, units_bottom_up REAL, "
                        "revenue_bottom_up REAL, model TEXT, disagreement REAL",
 }
 
@@ -52,7 +53,7 @@ def _query(db: sqlite3.Connection, sql: str, params: list[Any]) -> list[dict[str
 
 def _text(value: str | None, what: str) -> str | None:
     if value is not None and (len(value) > 200 or "\x00" in value):
-        raise ShopLensError(f"{what}: at most 200 characters")
+        raise ShopLensError(f"{what}: at most 200 characters, no NUL")
     return value or None
 
 
