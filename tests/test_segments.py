@@ -44,6 +44,12 @@ def test_demo_segments_have_metrics_names_and_template_personas(demo_shop: Summa
     assert metrics["stability_ari"] >= 0.7
     assert all(r["source"] == "template" and r["persona"].startswith("[模板生成]") for r in rows)  # labelled: no LLM
     assert all(json.loads(r["actions"]) for r in rows)
+    # words a marketer reads: no column names, no English "high"/"low" in the Chinese names
+    from shoplens.models.segments import SEGMENT_FEATURES
+
+    for r in rows:
+        assert not any(f in r["name"] or f in r["persona"] for f in SEGMENT_FEATURES), (r["name"], r["persona"])
+        assert "high" not in r["name"] and "low" not in r["name"]
 
 
 def test_movielens_users_segment_stably(tmp_path: Path) -> None:

@@ -118,7 +118,16 @@ def segments_show(segment_id: Annotated[int, typer.Argument(help="Segment id fro
         console.print(f"  - {escape(action)}", soft_wrap=True)
     z = json.loads(row["zscores"])
     top = sorted(z, key=lambda k: -abs(z[k]))[:6]
-    console.print("distinguishing (z vs all customers): " + ", ".join(f"{k} {z[k]:+.2f}" for k in top), soft_wrap=True)
+    from shoplens.models.personas import _words
+
+    words = _words()
+
+    def named(k: str) -> str:
+        entry = words.get(k, {})
+        return f"{entry['label_zh']} {entry['label_en']}" if "label_zh" in entry else k
+
+    console.print("区分特征 distinguishing (z vs all customers): " + ", ".join(f"{named(k)} {z[k]:+.2f}" for k in top),
+                  soft_wrap=True)
     console.print("categories: " + ", ".join(json.loads(row["categories"])), soft_wrap=True)
     for label, key in (("praise", "praise"), ("complaints", "complaints")):
         for quote in json.loads(row[key] or "[]")[:2]:

@@ -103,6 +103,27 @@ def segment_stats(frame: pd.DataFrame, labels: np.ndarray, features: list[str],
     return out
 
 
+def figure(value: float, fmt: str | None, lang: str = "zh") -> str:
+    """A figure as a marketer reads it (``format`` in rules/segments.toml).
+
+    >>> figure(0.4512, "share"), figure(1234.5, "money"), figure(32.4, "days", "en"), figure(4.25, "stars")
+    ('45.1%', '1,234', '32 days', '4.2 星')
+    """
+    if fmt == "share":
+        return f"{100 * value:.1f}%"
+    if fmt == "money":
+        return f"{value:,.0f}"
+    if fmt == "days":
+        return f"{value:.0f} 天" if lang == "zh" else f"{value:.0f} days"
+    if fmt == "years":
+        return f"{value:.0f} 岁" if lang == "zh" else f"{value:.0f} years"
+    if fmt == "stars":
+        return f"{value:.1f} 星" if lang == "zh" else f"{value:.1f} stars"
+    if fmt == "count":
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
 def template_persona(s: SegmentStats, lang: str = "zh") -> Persona:
     """Deterministic persona from the figures and the phrase table; labelled as a template."""
     words = _words()
@@ -110,8 +131,8 @@ def template_persona(s: SegmentStats, lang: str = "zh") -> Persona:
 
     def word(f: str, high: bool) -> str:
         entry = words.get(f)
-        if entry is None:
-            return f"{'high' if high else 'low'} {f}"
+        if entry is None:  # a feature the phrase table does not know: its name, in the language asked
+            return (f"{f}{'高' if high else '低'}" if lang == "zh" else f"{'high' if high else 'low'} {f}")
         return entry[f"{'high' if high else 'low'}_{lang}"]
 
     parts = [word(f, s.zscores[f] > 0) for f in top[:2]]
@@ -119,20 +140,21 @@ def template_persona(s: SegmentStats, lang: str = "zh") -> Persona:
     cats = "、".join(s.categories[:2]) if lang == "zh" else ", ".join(s.categories[:2])
     facts = []
     for f in top:
-        seg_v, base_v = s.means[f], s.base_means[f]
+        entry = words.get(f, {})
+        label = entry.get(f"label_{lang}", f)
+        seg_v, base_v = (figure(v, entry.get("format"), lang) for v in (s.means[f], s.base_means[f]))
         if lang == "zh":
-            facts.append(f"{f} 平均 {seg_v:.2f}（全体 {base_v:.2f}）")
+            facts.append(f"{label}平均 {seg_v}（全体 {base_v}）")
         else:
-            facts.append(f"{f} averages {seg_v:.2f} (all customers {base_v:.2f})")
+            facts.append(f"{label} averages {seg_v} (all customers {base_v})")
     if lang == "zh":
         text = f"[模板生成] 该群体共 {s.size} 人，占 {100 * s.share:.1f}%。" + "；".join(facts) + "。" + (f"主要购买{cats}。" if cats else "")
     else:
         text = f"[template] {s.size} customers ({100 * s.share:.1f}%). " + "; ".join(facts) + "." + (f" Mostly buy {cats}." if cats else "")
     actions = []
     for f in top:
-        entry = words.get(f)
-        if entry:
-            actions.append(entry[f"action_{'high' if s.zscores[f] > 0 else 'low'}_{lang}"])
+        if f in words:
+            actions.append(words[f][f"action_{'high' if s.zscores[f] > 0 else 'low'}_{lang}"])
     return Persona(name, text, actions, "template")
 
 

@@ -70,8 +70,12 @@ class SegmentsStage(BaseStage):
         return None if cfg.segments.enabled else "disabled in [segments]"
 
     def settings(self, cfg: Config, snapshot: Snapshot) -> dict[str, Any]:
+        from shoplens.models.personas import _words
+
+        # the phrase table names the segments and writes the template personas
         return cfg.segments.model_dump(exclude={"enabled"}) | {
-            "as_of_year": snapshot.as_of.year, "llm": cfg.llm.model_dump(exclude={"cache", "timeout_s", "max_retries"})}
+            "as_of_year": snapshot.as_of.year, "llm": cfg.llm.model_dump(exclude={"cache", "timeout_s", "max_retries"}),
+            "words": _words()}
 
     def run(self, ctx: BuildContext) -> StageReport:
         from shoplens.models.segment_step import segment_snapshot
