@@ -210,6 +210,9 @@ def test_build_fills_text_features_with_nulls_for_the_silent(demo_shop: Summary)
                               f"(SELECT customer_id FROM texts) ORDER BY 1 LIMIT 1")
         wrote, quiet = get_profile(store, writer), get_profile(store, silent)
     assert 0 <= wrote["text"]["sentiment"]["mean"] <= 1 and wrote["text"]["interests"]["keywords"]
+    topics = wrote["text"]["topics"]  # by label, not a bare id
+    assert topics and all(t["label"] and isinstance(t["id"], int) for t in topics)
+    assert abs(sum(t["share"] for t in topics) - 1) < 0.01
     assert quiet["text"]["n_texts"] == 0
     assert quiet["text"]["sentiment"] is None and quiet["text"]["aspects"] is None and quiet["text"]["topics"] is None
 

@@ -44,6 +44,15 @@ class Interests(_Doc):
     categories: list[str]  # category paths the keywords name
 
 
+class Topic(_Doc):
+    """A topic the customer writes about: its id, its label (top terms) and the share of
+    the customer's texts in it."""
+
+    id: int
+    label: str
+    share: float
+
+
 class TextSignals(_Doc):
     n_texts: int
     mean_rating: float | None
@@ -51,7 +60,7 @@ class TextSignals(_Doc):
     sentiment: Sentiment | None = None
     aspects: dict[str, float] | None = None  # aspect -> mean polarity in [-1, 1] over its mentions
     interests: Interests | None = None
-    topics: dict[str, float] | None = None  # topic id -> share of the customer's texts
+    topics: list[Topic] | None = None  # the customer's topics, largest share first
 
 
 class Predictions(_Doc):

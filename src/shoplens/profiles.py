@@ -15,7 +15,7 @@ from shoplens.errors import NotFoundError
 from shoplens.privacy import Keys, candidate_pseudonyms
 from shoplens.store import Store
 
-PROFILE_VERSION = "0.1"
+PROFILE_VERSION = "0.2"  # 0.2: topics by label, risk flags filled
 
 _GROUPS: dict[str, tuple[str, ...]] = {
     "rfm": ("recency_days", "n_orders", "total_spend", "r_score", "f_score", "m_score", "rfm_score",
@@ -61,7 +61,6 @@ def _text(row: dict[str, Any]) -> dict[str, Any]:
 
     mean = _clean(row.get("sentiment_mean"))
     aspects = {k[len("aspect_"):]: _clean(v) for k, v in row.items() if k.startswith("aspect_") and v is not None}
-    shares = row.get("topic_shares")
     return {
         "n_texts": int(row.get("n_texts") or 0),
         "mean_rating": _clean(None if row.get("mean_rating") is None else float(row["mean_rating"])),
@@ -74,7 +73,9 @@ def _text(row: dict[str, Any]) -> dict[str, Any]:
         "interests": None if row.get("top_keywords") is None else {
             "keywords": list(row["top_keywords"]), "categories": list(row.get("interests") or []),
         },
-        "topics": {str(k): _clean(v) for k, v in shares.items()} if shares else None,
+        # each topic by its label (its top terms), not its id: a reader sees what the customer writes about
+        "topics": [{"id": int(t["id"]), "label": t["label"], "share": _clean(t["share"])} for t in row["topics"]]
+        if row.get("topics") else None,
     }
 
 
@@ -89,6 +90,7 @@ def resolve_customer(store: Store, ref: str, keys: Keys | None) -> str:
 
 
 PROFILE_RECOMMENDATIONS = 10  # products in the profile's ``recommendations`` slot
+OTHER_TOPIC = "其他 other"  # texts the topic model left unassigned (topic -1)
 
 
 RISK_TYPES = ("return_abuse", "coupon_abuse", "linked_accounts", "review_manipulation", "unusual_behaviour")
@@ -116,6 +118,12 @@ def profile_query(schema: str, where: str = "", recommendations: bool = True, ri
         if recommendations else "(SELECT NULL AS customer_id, NULL AS recommendations WHERE false)"
     return f"""
 WITH recs AS {recs}, risk AS {_risk_query(schema, risk)},
+tops AS (
+    SELECT customer_id, list({{'id': e.key, 'label': COALESCE(tt.label, '{OTHER_TOPIC}'), 'share': round(e.value, 4)}}
+                             ORDER BY e.value DESC, e.key) AS topics
+    FROM (SELECT customer_id, unnest(map_entries(topic_shares)) AS e FROM {schema}.customer_text_features
+          WHERE topic_shares IS NOT NULL)
+    LEFT JOIN {schema}.text_topics tt ON tt.topic_id = e.key GROUP BY customer_id),
 cats AS (
     SELECT customer_id, list({{'category': category, 'spend': spend, 'share': share}} ORDER BY rank) AS categories
     FROM {schema}.customer_category_shares WHERE rank < 5 GROUP BY customer_id),
@@ -127,7 +135,7 @@ SELECT f.*, d.gender, d.birth_year, d.city, d.region, d.country, d.channel, d.si
        p.churn_reasons, p.churn_reasons_zh, cats.categories, txt.n_texts, txt.mean_rating, txt.languages,
        cs.segment_id, sg.name AS segment_name,
        ctf.sentiment_mean, ctf.sentiment_trend, ctf.negative_share, ctf.top_keywords, ctf.interests,
-       ctf.topic_shares, COLUMNS('^aspect_'), recs.recommendations, COLUMNS('^risk_')
+       tops.topics, COLUMNS('^aspect_'), recs.recommendations, COLUMNS('^risk_')
 FROM {schema}.customer_features f
 JOIN {schema}.customers d USING (customer_id)
 LEFT JOIN {schema}.customer_predictions p USING (customer_id)
@@ -138,6 +146,7 @@ LEFT JOIN {schema}.customer_segments cs USING (customer_id)
 LEFT JOIN {schema}.segments sg USING (segment_id)
 LEFT JOIN recs USING (customer_id)
 LEFT JOIN risk USING (customer_id)
+LEFT JOIN tops USING (customer_id)
 {where}"""
 
 
