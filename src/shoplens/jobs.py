@@ -95,6 +95,16 @@ def run_demo(
     return ingest_and_build(load_config(folder / "shoplens.toml"), progress, on_step)
 
 
+def build_evaluation_shop(folder: str | Path, customers: int, seed: int) -> Config:
+    """A generated demo shop (with its planted truths) ingested and built for an
+    evaluation, recommendations off (the evaluations do not read them); its config."""
+    generate(folder, customers=customers, seed=seed)
+    cfg = load_config(Path(folder) / "shoplens.toml")
+    cfg = cfg.model_copy(update={"recommend": cfg.recommend.model_copy(update={"enabled": False})})
+    ingest_and_build(cfg)
+    return cfg
+
+
 def load_dataset(
     name: str, out: str | Path, progress: Progress | None = None, on_step: Step | None = None
 ) -> Summary:

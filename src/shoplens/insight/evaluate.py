@@ -26,15 +26,10 @@ SEEDS = (1, 2, 3, 4, 5)
 
 
 def _shop(folder: Path, customers: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, float, dict[str, Any]]:
-    from shoplens.config import load_config
-    from shoplens.datasets.demo import generate
-    from shoplens.jobs import ingest_and_build
+    from shoplens.jobs import build_evaluation_shop
     from shoplens.store import Store
 
-    generate(folder, customers=customers, seed=seed)
-    cfg = load_config(folder / "shoplens.toml")
-    cfg = cfg.model_copy(update={"recommend": cfg.recommend.model_copy(update={"enabled": False})})
-    ingest_and_build(cfg)
+    cfg = build_evaluation_shop(folder, customers, seed)
     with Store.for_config(cfg, read_only=True) as store:
         snap = store.require_snapshot()
         found = store.con.execute(f"SELECT product_id, aspect, CAST(week AS DATE) AS week FROM snap_{snap}.aspect_alerts").df()

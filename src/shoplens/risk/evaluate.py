@@ -31,19 +31,14 @@ SEEDS = (1, 2, 3)
 
 def _shop(folder: Path, customers: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Generate, ingest and build one shop; its flags, truth (pseudonymised) and features."""
-    from shoplens.config import load_config
-    from shoplens.datasets.demo import generate
     from shoplens.engine.base import Snapshot
     from shoplens.engine.duckdb import DuckDBEngine
-    from shoplens.jobs import ingest_and_build
+    from shoplens.jobs import build_evaluation_shop
     from shoplens.privacy import keys_for
     from shoplens.risk.stage import inputs
     from shoplens.store import Store
 
-    generate(folder, customers=customers, seed=seed)
-    cfg = load_config(folder / "shoplens.toml")
-    cfg = cfg.model_copy(update={"recommend": cfg.recommend.model_copy(update={"enabled": False})})
-    ingest_and_build(cfg)
+    cfg = build_evaluation_shop(folder, customers, seed)
     keys = keys_for(cfg)
     truth = pd.read_csv(folder / "risk_truth.csv")
     truth["customer_id"] = truth["customer_id"].map(keys.pseudonym)

@@ -24,6 +24,7 @@ import pyarrow as pa
 from shoplens import __version__
 from shoplens.config import Config
 from shoplens.engine.base import Snapshot
+from shoplens.insight.aspects import top_category
 from shoplens.pipeline.stage import BaseStage, BuildContext, StageReport, TableSpec
 from shoplens.risk import detect
 
@@ -78,7 +79,7 @@ def inputs(engine: Any, snap: Snapshot) -> dict[str, pd.DataFrame]:
     lines = engine.collect(it.join(p, it.product_id == p.product_id).select(
         it.order_id, it.quantity, it.unit_price, p.category)).to_pandas()
     lines["unit_price"] = lines["unit_price"].astype(float)
-    lines["top_category"] = lines["category"].fillna("").str.split(r"\s*[/>]\s*", regex=True).str[0]
+    lines["top_category"] = top_category(lines["category"])
     lines["above_median"] = lines["unit_price"] > lines.groupby("category")["unit_price"].transform("median")
     customers = engine.collect(engine.table("customers", snap).select("customer_id", "signup_at")).to_pandas()
     links = engine.collect(engine.table("customer_links").select("customer_id", "kind", "link_hash")).to_pandas()
